@@ -1,0 +1,264 @@
+"""Train or evaluate APoT-quantized ResNets on CIFAR-10/100 (the authors' CIFAR recipe).
+
+    python CIFAR/main.py -a res20 --bit 32 --wd 5e-4
+    python CIFAR/main.py -a res20 --bit 4 --lr 0.04 --init result/res20_32bit/model_best.pth.tar
+    python CIFAR/main.py -a res20 --bit 4 -e --init result/res20_4bit/model_best.pth.tar
+    torchrun --nproc_per_node 2 CIFAR/main.py ...   # DistributedDataParallel, global batch kept
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from apot.training import (UserError, all_reduce_sum, atomic_save, check_finite, init_distributed,
+                           load_checkpoint, load_weights, pick_device, write_args, write_log)
+from CIFAR.data import NUM_CLASSES, DataError, Normalize, load_cifar, train_batches
+from CIFAR.resnet import ARCHS
+
+TEST_BATCH = 100
+ALPHA_GROUPS = {"act_alpha": dict(lr=0.1, weight_decay=1e-4),  # whatever --lr and --wd say
+                "wgt_alpha": dict(lr=0.02, weight_decay=1e-4)}
+LR_STEPS = (150, 225)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description="APoT quantization on CIFAR (ResNet-20..110)")
+    p.add_argument("-a", "--arch", default="res20", choices=sorted(ARCHS))
+    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5, 32],
+                   help="bit-width of weights and activations of the block convs (32 = float)")
+    p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"],
+                   help="level family of the quantized convs")
+    p.add_argument("--lr", "--learning-rate", default=0.1, type=float)
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float)
+    p.add_argument("--momentum", default=0.9, type=float)
+    p.add_argument("--epochs", default=300, type=int)
+    p.add_argument("-b", "--batch-size", default=128, type=int, help="global training batch")
+    p.add_argument("--lr-schedule", default="step", choices=["step", "cosine"],
+                   help="step: x0.1 at epochs 150 and 225; cosine: CosineAnnealingLR(T_max=epochs)")
+    p.add_argument("--init", default="", metavar="PATH",
+                   help="start from these weights (alphas may be missing); with -e, evaluate them")
+    p.add_argument("--resume", default="", metavar="PATH",
+                   help="continue a run exactly from its checkpoint.pth.tar")
+    p.add_argument("-e", "--evaluate", action="store_true", help="only evaluate on the test set")
+    p.add_argument("-id", "--device", default="0",
+                   help="GPU ids; several mean nn.DataParallel (ignored without a GPU)")
+    p.add_argument("--data", default="./data", help="folder holding cifar-10-batches-py/")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
+    p.add_argument("--no-download", action="store_true",
+                   help="never download the dataset; a missing folder is an error")
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--workers", default=0, type=int,
+                   help="CPU threads for PyTorch (0: its default); batches are made on the device,"
+                        " so no loader processes are needed")
+    p.add_argument("--save-dir", default="", help="run folder (default result/<arch>_<bit>bit)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def build_model(args):
+    model = ARCHS[args.arch](bit=args.bit, num_classes=NUM_CLASSES[args.dataset], quant=args.quant)
+    return model.to(memory_format=torch.channels_last)
+
+
+def param_groups(model, args):
+    """The clipping parameters get their own lr and weight decay (spec section 4)."""
+    groups = {name: dict(params=[], **hyper) for name, hyper in ALPHA_GROUPS.items()}
+    rest = []
+    for name, p in model.named_parameters():
+        kind = name.rsplit(".", 1)[-1]
+        (groups[kind]["params"] if kind in groups else rest).append(p)
+    return [dict(params=rest)] + [g for g in groups.values() if g["params"]]
+
+
+def make_optimizer(model, args):
+    return torch.optim.SGD(param_groups(model, args), lr=args.lr, momentum=args.momentum,
+                           weight_decay=args.weight_decay)
+
+
+def make_scheduler(optimizer, args):
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=LR_STEPS, gamma=0.1)
+
+
+def is_alpha(key):
+    return key.endswith(tuple(ALPHA_GROUPS))
+
+
+def train_one_epoch(model, criterion, optimizer, data, normalize, epoch, args, ctx):
+    model.train()
+    x, y = data
+    steps = -(-len(x) // args.batch_size)
+    batches = train_batches(x, y, args.batch_size, args.seed, epoch, ctx["rank"], ctx["world"])
+    bar = tqdm(batches, total=steps, desc=f"train {epoch}", disable=ctx["quiet"], leave=False)
+    loss_sum = correct = count = 0.0
+    for step, (images, target) in enumerate(bar):
+        output = model(normalize(images))
+        loss = criterion(output, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_val = loss.item()
+        check_finite(loss_val, epoch, step)
+        loss_sum += loss_val * len(target)
+        correct += (output.argmax(1) == target).sum().item()
+        count += len(target)
+        bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.2f}")
+    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], ctx["device"])
+    return loss_sum / count, 100 * correct / count
+
+
+@torch.no_grad()
+def evaluate(model, criterion, data, normalize, ctx):
+    """Test loss and top-1 over the test set, each rank taking its share of the batches."""
+    model.eval()
+    x, y = data
+    starts = range(ctx["rank"] * TEST_BATCH, len(x), TEST_BATCH * ctx["world"])
+    loss_sum = correct = 0.0
+    for s in tqdm(starts, desc="test", disable=ctx["quiet"], leave=False):
+        images, target = x[s:s + TEST_BATCH], y[s:s + TEST_BATCH]
+        output = model(normalize(images))
+        loss_sum += criterion(output, target).item() * len(target)
+        correct += (output.argmax(1) == target).sum().item()
+    loss_sum, correct = all_reduce_sum([loss_sum, correct], ctx["device"])
+    return loss_sum / len(x), 100 * correct / len(x)
+
+
+def checkpoint_dict(model, optimizer, scheduler, epoch, best_prec, history, args):
+    return {"epoch": epoch, "arch": args.arch, "bit": args.bit, "quant": args.quant,
+            "dataset": args.dataset, "state_dict": model.state_dict(), "best_prec": best_prec,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "history": history, "args": vars(args)}
+
+
+def restore_run(ckpt, model, optimizer, scheduler, args):
+    """Model, optimizer and schedule of a --resume checkpoint; (start epoch, best, history)."""
+    for key in ("arch", "bit", "quant", "dataset"):
+        if ckpt.get(key, getattr(args, key)) != getattr(args, key):
+            raise UserError(f"--resume {args.resume} is a {key}={ckpt[key]} run, "
+                            f"not {key}={getattr(args, key)}")
+    for key in ("optimizer", "scheduler", "epoch", "history"):
+        if key not in ckpt:
+            raise UserError(f"--resume {args.resume} has no {key!r}: not a resumable checkpoint "
+                            "(use --init to start a new run from its weights)")
+    load_weights(model, ckpt["state_dict"], args.resume)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return ckpt["epoch"], ckpt["best_prec"], list(ckpt["history"])
+
+
+def prepare_save_dir(args):
+    args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
+    os.makedirs(args.save_dir, exist_ok=True)
+    last = os.path.join(args.save_dir, "checkpoint.pth.tar")
+    if os.path.exists(last) and not args.resume:
+        raise UserError(f"{args.save_dir} already holds a run: continue it with --resume {last} "
+                        "or choose another --save-dir")
+
+
+def run(args):
+    rank, world, local_rank = init_distributed()
+    device, dp_ids = pick_device(args.device, local_rank, world)
+    quiet = args.no_progress or rank != 0
+    say = print if rank == 0 else (lambda *a, **k: None)
+    if device.type == "cpu":
+        say("no GPU found: running on the CPU")
+        if args.workers:
+            torch.set_num_threads(args.workers)
+    if args.batch_size % world:
+        raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
+    torch.manual_seed(args.seed)
+    model = build_model(args).to(device)
+    criterion = nn.CrossEntropyLoss()
+    ctx = dict(rank=rank, world=world, device=device, quiet=quiet)
+
+    if args.evaluate:
+        if not args.init:
+            raise UserError("-e/--evaluate needs --init PATH, the checkpoint to evaluate")
+        # Strict: a missing alpha means the checkpoint is of another bit-width.
+        load_weights(model, load_checkpoint(args.init)["state_dict"], args.init)
+    elif args.init and not args.resume:
+        missing = load_weights(model, load_checkpoint(args.init)["state_dict"], args.init,
+                               may_miss=is_alpha)
+        say(f"=> initialised from {args.init}"
+            + (f" ({len(missing)} alphas start at their defaults)" if missing else ""))
+
+    if not args.evaluate:
+        optimizer = make_optimizer(model, args)
+        scheduler = make_scheduler(optimizer, args)
+        start_epoch, best_prec, history = 0, 0.0, []
+        if rank == 0:
+            prepare_save_dir(args)
+        if args.resume:
+            start_epoch, best_prec, history = restore_run(load_checkpoint(args.resume), model,
+                                                          optimizer, scheduler, args)
+            say(f"=> resumed {args.resume} at epoch {start_epoch}")
+        if start_epoch >= args.epochs:
+            say(f"=> {args.save_dir} has all {args.epochs} epochs: nothing to train")
+            report_final(history, best_prec, say)
+            return
+        if rank == 0:
+            write_args(os.path.join(args.save_dir, "args.json"), args)
+
+    data = load_cifar(args.data, args.dataset, download=not args.no_download)
+    train_data = tuple(t.to(device) for t in data[:2])
+    test_data = tuple(t.to(device) for t in data[2:])
+    normalize = Normalize(args.dataset, device)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    elif dp_ids:
+        net = nn.DataParallel(model, device_ids=dp_ids)
+
+    if args.evaluate:
+        _, prec = evaluate(net, criterion, test_data, normalize, ctx)
+        say(f"* Prec@1 {prec:.2f}")
+        return
+
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_one_epoch(net, criterion, optimizer, train_data, normalize,
+                                                epoch, args, ctx)
+        test_loss, test_acc = evaluate(net, criterion, test_data, normalize, ctx)
+        scheduler.step()
+        is_best = test_acc > best_prec  # strictly higher, as the authors' model_best
+        best_prec = max(best_prec, test_acc)
+        history.append(dict(epoch=epoch, lr=lr, train_loss=round(train_loss, 5),
+                            train_acc=round(train_acc, 3), test_loss=round(test_loss, 5),
+                            test_acc=round(test_acc, 3), best_acc=round(best_prec, 3),
+                            seconds=round(time.time() - t0, 1)))
+        say(f"epoch {epoch}: lr {lr:.5g} train loss {train_loss:.4f} acc {train_acc:.2f} | "
+            f"test loss {test_loss:.4f} acc {test_acc:.2f} | best {best_prec:.2f} | "
+            f"{history[-1]['seconds']}s", flush=True)
+        if rank == 0:
+            state = checkpoint_dict(model, optimizer, scheduler, epoch + 1, best_prec, history, args)
+            atomic_save(state, os.path.join(args.save_dir, "checkpoint.pth.tar"))
+            if is_best:
+                atomic_save(state, os.path.join(args.save_dir, "model_best.pth.tar"))
+            write_log(os.path.join(args.save_dir, "log.csv"), history)
+    report_final(history, best_prec, say)
+
+
+def report_final(history, best_prec, say):
+    if history:
+        say(f"* Prec@1 {history[-1]['test_acc']:.2f}")
+    say(f"* Best@1 {best_prec:.2f}")
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    try:
+        run(args)
+    except (UserError, DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""APoT quantizers of the CIFAR variant (the authors' Jan 2020 code, which made the CIFAR numbers).
+
+Weights: normalised by their detached mean and std, clipped to [-alpha_w, alpha_w], projected
+onto sign * (B = b - 1 levels); straight-through (unclipped) weight gradient, RCF alpha gradient.
+Activations: clipped to alpha_a, projected onto the B = b levels; zero gradient above alpha_a,
+RCF alpha gradient. Level sets, projection and the 8-bit first/last layers come from `apot`.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for resnet.py)
+from apot.levels import activation_levels, weight_levels
+from apot.projection import midpoints, project
+
+QUANT_BITS = (2, 3, 4, 5)
+WEIGHT_ALPHA_INIT = 3.0  # three standard deviations of the normalised weight
+ACT_ALPHA_INIT = 8.0
+
+
+def check_bit(bit):
+    if bit not in QUANT_BITS:
+        raise ValueError(f"unsupported bit-width {bit!r}: quantized layers take bit in {QUANT_BITS}"
+                         " (use 32 for the full-precision model)")
+
+
+def _weight_quant_forward(w, alpha, levels, mids):
+    x = w / alpha
+    xc = x.clamp(-1, 1)
+    q = project(xc.abs(), levels, mids) * xc.sign()
+    grad_alpha_coef = torch.where(x.abs() > 1, x.sign(), q - x)
+    return q * alpha, grad_alpha_coef
+
+
+def _act_quant_forward(a, alpha, levels, mids):
+    x = a / alpha
+    clipped = x > 1
+    q = project(x.clamp(max=1), levels, mids)
+    grad_alpha_coef = torch.where(clipped, torch.ones_like(x), q - x)
+    return q * alpha, grad_alpha_coef, clipped
+
+
+class _WeightQuant(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, alpha, levels, mids):
+        out, coef = _weight_quant_forward(w, alpha, levels, mids)
+        ctx.save_for_backward(coef)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (coef,) = ctx.saved_tensors
+        # The weight gradient is passed straight through, NOT clipped (CIFAR variant).
+        return grad, (grad * coef).sum(), None, None
+
+
+class _ActQuant(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, alpha, levels, mids):
+        out, coef, clipped = _act_quant_forward(a, alpha, levels, mids)
+        ctx.save_for_backward(coef, clipped)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        coef, clipped = ctx.saved_tensors
+        return grad.masked_fill(clipped, 0), (grad * coef).sum(), None, None
+
+
+class weight_quantize_fn(nn.Module):
+    """Per-layer weight quantizer; a module so the checkpoint key is `weight_quant.wgt_alpha`."""
+
+    def __init__(self, bit, quant="apot"):
+        super().__init__()
+        check_bit(bit)
+        self.bit = bit
+        self.wgt_alpha = nn.Parameter(torch.tensor(WEIGHT_ALPHA_INIT))
+        levels = weight_levels(bit, quant)
+        self.register_buffer("levels", levels, persistent=False)
+        self.register_buffer("mids", midpoints(levels), persistent=False)
+
+    def forward(self, weight):
+        # Statistics from the data only: no gradient flows through mean and std.
+        mean, std = weight.detach().mean(), weight.detach().std()
+        return _WeightQuant.apply((weight - mean) / std, self.wgt_alpha, self.levels, self.mids)
+
+
+class QuantConv2d(nn.Conv2d):
+    """Conv2d with APoT-quantized weights (b bits, signed) and input activations (b bits)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=False, bit=4, quant="apot"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias)
+        check_bit(bit)
+        self.bit = bit
+        self.weight_quant = weight_quantize_fn(bit, quant)
+        self.act_alpha = nn.Parameter(torch.tensor(ACT_ALPHA_INIT))
+        levels = activation_levels(bit, quant)
+        self.register_buffer("act_levels", levels, persistent=False)
+        self.register_buffer("act_mids", midpoints(levels), persistent=False)
+
+    def quantize_input(self, x):
+        return _ActQuant.apply(x, self.act_alpha, self.act_levels, self.act_mids)
+
+    def forward(self, x):
+        return F.conv2d(self.quantize_input(x), self.weight_quant(self.weight), self.bias,
+                        self.stride, self.padding, self.dilation, self.groups)

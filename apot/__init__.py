@@ -1,0 +1,1 @@
+"""Quantizer math and training plumbing shared by the CIFAR and ImageNet variants of APoT."""

@@ -1,0 +1,70 @@
+"""Level sets of APoT, power-of-two and uniform quantization, normalised so the top level is 1.
+
+Levels are built the way the authors build them: the sums of the term sets in float32 (exact,
+they are short dyadic fractions), then multiplied by float32(1 / max). At B = 5 this differs
+from the correctly rounded rationals by one ulp on five levels; we keep the authors' values so
+that their checkpoints evaluate the same.
+"""
+import itertools
+
+import torch
+
+SUPPORTED_BITS = (2, 3, 4, 5)
+FAMILIES = ("apot", "pot", "uniform")
+
+# Term sets before normalisation, base bit-width k = 2; odd B adds a single-bit term.
+_APOT_TERMS = {
+    2: [[0.0, 2**-1, 2**-2, 2**-3]],
+    3: [[0.0, 2**-1, 2**-2, 2**-4], [0.0, 2**-3]],
+    4: [[0.0, 2**-1, 2**-3, 2**-5], [0.0, 2**-2, 2**-4, 2**-6]],
+    5: [[0.0, 2**-1, 2**-3, 2**-6], [0.0, 2**-2, 2**-4, 2**-7], [0.0, 2**-5]],
+}
+
+
+def _check_bits(B):
+    if B not in SUPPORTED_BITS:
+        raise ValueError(
+            f"unsupported bit-width B={B!r}: APoT levels exist for B in {SUPPORTED_BITS} only")
+
+
+def _normalise(sums):
+    values = torch.tensor(sorted(set(sums)), dtype=torch.float32)
+    return values * (1.0 / values.max())
+
+
+def build_power_value(B, additive=True):
+    """Sorted levels in [0, 1] with top level 1: APoT (additive) or plain power-of-two."""
+    _check_bits(B)
+    if additive:
+        sums = [sum(terms) for terms in itertools.product(*_APOT_TERMS[B])]
+    else:
+        sums = [0.0] + [2.0 ** -(i + 1) for i in range(2**B - 1)]
+    return _normalise(sums)
+
+
+def uniform_levels(B):
+    _check_bits(B)
+    n = 2**B - 1
+    return torch.arange(n + 1, dtype=torch.float32) / n
+
+
+def level_set(B, family="apot"):
+    """The B-bit magnitude levels of one family ("apot", "pot" or "uniform")."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown level family {family!r}: choose one of {FAMILIES}")
+    if family == "uniform":
+        return uniform_levels(B)
+    return build_power_value(B, additive=family == "apot")
+
+
+def activation_levels(bit, family="apot"):
+    """Unsigned activations of a b-bit layer use the B = b set: 2^b levels."""
+    return level_set(bit, family)
+
+
+def weight_levels(bit, family="apot"):
+    """Magnitudes of signed b-bit weights: the B = b - 1 set; b = 2 is ternary in every family."""
+    if bit == 2:
+        return torch.tensor([0.0, 1.0])
+    _check_bits(bit)
+    return level_set(bit - 1, family)

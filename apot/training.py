@@ -1,0 +1,152 @@
+"""Training plumbing shared by both dataset folders: checkpoints, state-dict checks, run logs,
+devices and distributed setup."""
+import csv
+import json
+import math
+import os
+import tempfile
+
+import torch
+import torch.distributed as dist
+
+
+class UserError(RuntimeError):
+    """A bad input the user can fix; main() prints it as one line and exits non-zero."""
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a
+    truncated checkpoint, and the previous one stays intact until the new one is complete."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path):
+    """A checkpoint dict with a 'state_dict' (or a bare state dict), read with weights_only."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path} (corrupt or not a PyTorch checkpoint): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    if isinstance(ckpt, dict) and "state_dict" not in ckpt and all(
+            isinstance(v, torch.Tensor) for v in ckpt.values()):
+        ckpt = {"state_dict": ckpt}
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise UserError(f"{path} holds no state_dict")
+    return ckpt
+
+
+def strip_module_prefix(state_dict):
+    """Keys without the 'module.' prefix that nn.DataParallel and DDP checkpoints carry."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
+def _summarise(keys, limit=4):
+    keys = sorted(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_weights(model, state_dict, source, may_miss=lambda key: False):
+    """Copy a checkpoint's weights into model; every key must match in name and shape, except
+    missing keys for which may_miss(key) is true (they keep the model's values). Returns the
+    list of keys that were missing."""
+    state_dict = strip_module_prefix(state_dict)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    bad_shape = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items()
+                 if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    not_allowed = [k for k in missing if not may_miss(k)]
+    problems = []
+    if not_allowed:
+        problems.append(f"missing {_summarise(not_allowed)}")
+    if unexpected:
+        problems.append(f"unexpected {_summarise(unexpected)}")
+    if bad_shape:
+        problems.append(f"mis-shaped {_summarise(bad_shape)}")
+    if problems:
+        raise UserError(f"checkpoint {source} does not fit this model ({'; '.join(problems)}): "
+                        "wrong architecture, bit-width or dataset?")
+    model.load_state_dict(state_dict, strict=False)
+    return missing
+
+
+# --- run folder --------------------------------------------------------------------------------
+
+LOG_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "best_acc",
+              "seconds"]
+
+
+def write_log(path, rows):
+    """Rewrite log.csv from the rows kept in the checkpoint, so it always matches the checkpoint
+    a resumed run starts from."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def write_args(path, args):
+    with open(path, "w") as f:
+        json.dump(vars(args), f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def check_finite(loss, epoch, step):
+    if not math.isfinite(loss):
+        raise UserError(f"loss is {loss} at epoch {epoch} step {step}: training diverged; the last "
+                        "checkpoint is intact (lower --lr or check the data)")
+
+
+# --- devices and processes ---------------------------------------------------------------------
+
+def init_distributed():
+    """(rank, world_size, local_rank) under torchrun, (0, 1, 0) otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, 0
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    return dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def pick_device(ids, local_rank, world_size):
+    """(device, DataParallel device ids or None) from the -id string; CPU without a GPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu"), None
+    if world_size > 1:
+        gpu = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(gpu)
+        return torch.device("cuda", gpu), None
+    try:
+        gpus = [int(i) for i in ids.split(",") if i.strip()]
+    except ValueError as e:
+        raise UserError(f"-id/--device takes GPU ids like 0 or 0,1, got {ids!r}") from e
+    if not gpus or max(gpus) >= torch.cuda.device_count() or min(gpus) < 0:
+        raise UserError(f"-id/--device {ids!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    torch.cuda.set_device(gpus[0])
+    return torch.device("cuda", gpus[0]), (gpus if len(gpus) > 1 else None)
+
+
+def all_reduce_sum(values, device):
+    """Sum a list of numbers over all processes (identity in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()

@@ -1,0 +1,45 @@
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CIFAR_DIR = SHARED / "data" / "cifar10"
+OFFICIAL = SHARED / "data" / "apot-official-res20"
+
+needs_shared = pytest.mark.skipif(
+    not (CIFAR_DIR / "cifar-10-batches-py").is_dir() or not OFFICIAL.is_dir(),
+    reason=f"needs the real CIFAR-10 and the authors' checkpoints under {SHARED}/data (absent)")
+
+
+def write_tiny_cifar(root, n_train=64, n_test=40, classes=10, seed=0):
+    """A CIFAR-10-format folder with a few random images: the layout main.py reads."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    per_file = n_train // 5
+    for i in range(1, 6):
+        entry = {"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, classes, per_file).tolist()}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(entry))
+    entry = {"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+             "labels": rng.integers(0, classes, n_test).tolist()}
+    (folder / "test_batch").write_bytes(pickle.dumps(entry))
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory):
+    return write_tiny_cifar(tmp_path_factory.mktemp("data"))
+
+
+def run_script(*args, cwd=None, timeout=600, env=None):
+    """Run a project script in a fresh interpreter; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
