@@ -56,6 +56,8 @@ def get_args_parser():
                         " so no loader processes are needed")
     p.add_argument("--save-dir", default="", help="run folder (default result/<arch>_<bit>bit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-compile", action="store_true",
+                   help="run the quantizers eagerly (no torch.compile warm-up; slower steps)")
     return p
 
 
@@ -253,6 +255,8 @@ def report_final(history, best_prec, say):
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
+    if args.no_compile:
+        os.environ["APOT_COMPILE"] = "0"
     try:
         run(args)
     except (UserError, DataError, ValueError) as e:

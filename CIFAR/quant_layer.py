@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for resnet.py)
 from apot.levels import activation_levels, weight_levels
-from apot.projection import midpoints, project
+from apot.projection import maybe_compile, midpoints, project
 
 QUANT_BITS = (2, 3, 4, 5)
 WEIGHT_ALPHA_INIT = 3.0  # three standard deviations of the normalised weight
@@ -24,47 +24,60 @@ def check_bit(bit):
                          " (use 32 for the full-precision model)")
 
 
+@maybe_compile
 def _weight_quant_forward(w, alpha, levels, mids):
+    x = (w / alpha).clamp(-1, 1)
+    return project(x.abs(), levels, mids) * x.sign() * alpha
+
+
+@maybe_compile
+def _weight_alpha_grad(grad, w, out, alpha):
+    """RCF: sum(g * (sign(x) if |x| > 1 else q - x)), x = w / alpha, q - x = (out - w) / alpha."""
     x = w / alpha
-    xc = x.clamp(-1, 1)
-    q = project(xc.abs(), levels, mids) * xc.sign()
-    grad_alpha_coef = torch.where(x.abs() > 1, x.sign(), q - x)
-    return q * alpha, grad_alpha_coef
+    return (grad * torch.where(x.abs() > 1, x.sign(), (out - w) / alpha)).sum()
 
 
+@maybe_compile
 def _act_quant_forward(a, alpha, levels, mids):
-    x = a / alpha
-    clipped = x > 1
-    q = project(x.clamp(max=1), levels, mids)
-    grad_alpha_coef = torch.where(clipped, torch.ones_like(x), q - x)
-    return q * alpha, grad_alpha_coef, clipped
+    return project((a / alpha).clamp(max=1), levels, mids) * alpha
 
 
+@maybe_compile
+def _act_quant_backward(grad, a, out, alpha):
+    """Zero input gradient above alpha; RCF: sum(g * (1 if x > 1 else q - x)), x = a / alpha,
+    q - x = (out - a) / alpha."""
+    clipped = a / alpha > 1
+    grad_alpha = (grad * torch.where(clipped, torch.ones_like(a), (out - a) / alpha)).sum()
+    return grad.masked_fill(clipped, 0), grad_alpha
+
+
+# The backward passes take q - x from the forward's output instead of projecting again: both
+# the input (the preceding layer's output) and the output (the conv's saved input) are kept
+# alive anyway, so saving them costs no memory.
 class _WeightQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, alpha, levels, mids):
-        out, coef = _weight_quant_forward(w, alpha, levels, mids)
-        ctx.save_for_backward(coef)
+        out = _weight_quant_forward(w, alpha, levels, mids)
+        ctx.save_for_backward(w, out, alpha)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        (coef,) = ctx.saved_tensors
         # The weight gradient is passed straight through, NOT clipped (CIFAR variant).
-        return grad, (grad * coef).sum(), None, None
+        return grad, _weight_alpha_grad(grad, *ctx.saved_tensors), None, None
 
 
 class _ActQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, alpha, levels, mids):
-        out, coef, clipped = _act_quant_forward(a, alpha, levels, mids)
-        ctx.save_for_backward(coef, clipped)
+        out = _act_quant_forward(a, alpha, levels, mids)
+        ctx.save_for_backward(a, out, alpha)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        coef, clipped = ctx.saved_tensors
-        return grad.masked_fill(clipped, 0), (grad * coef).sum(), None, None
+        grad_a, grad_alpha = _act_quant_backward(grad, *ctx.saved_tensors)
+        return grad_a, grad_alpha, None, None
 
 
 class weight_quantize_fn(nn.Module):

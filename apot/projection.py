@@ -1,10 +1,18 @@
-"""Nearest-level projection by bucketize on the midpoints of a sorted level set.
+"""Nearest-level projection onto a sorted level set, as a chain of selects on the midpoints.
 
-O(N log L) time and no |levels| x N distance matrix (the authors' method). Tie rule: an input
-exactly on a midpoint goes to the LOWER level (bucketize with right=False puts x == boundary
-in the lower bucket). The authors' argmin sends ties to whichever level comes first in their
-unsorted set; the two differ only for inputs within float32 rounding of a midpoint.
+Rule: x goes to levels[k] where k is the number of midpoints strictly below x, so an input
+exactly on a midpoint goes to the LOWER level, and anything below the first midpoint
+(negative inputs included) to levels[0]. The authors' argmin over a |levels| x N distance
+matrix sends ties to whichever level comes first in their unsorted set; the two differ only
+for inputs within float32 rounding of a midpoint.
+
+The chain is L - 1 elementwise selects with no |levels| x N tensor; under torch.compile (see
+`maybe_compile`) it fuses with the quantizer's other elementwise work into one pass over the
+tensor, an order of magnitude faster on the CPU than torch.bucketize's binary search.
 """
+import functools
+import os
+
 import torch
 
 
@@ -13,11 +21,31 @@ def midpoints(levels):
     return (levels[1:] + levels[:-1]) / 2
 
 
-def project_index(x, mids):
-    """Index of the nearest level for every element of x (ties to the lower level)."""
-    return torch.bucketize(x, mids)
-
-
 def project(x, levels, mids):
-    """Nearest level of the sorted `levels` for every element of x."""
-    return levels[project_index(x, mids)]
+    """Nearest level of the sorted `levels` for every element of x (ties to the lower level)."""
+    q = torch.zeros_like(x) + levels[0]
+    for j in range(mids.numel()):
+        q = torch.where(x > mids[j], levels[j + 1], q)
+    return q
+
+
+def compile_enabled():
+    """torch.compile for the quantizers unless APOT_COMPILE=0 (main.py's --no-compile)."""
+    return os.environ.get("APOT_COMPILE", "1") != "0"
+
+
+def maybe_compile(fn):
+    """fn compiled on its first call (dynamic shapes: one compile for every batch and layer
+    shape), or fn itself when compilation is disabled at that time."""
+    compiled = None
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        nonlocal compiled
+        if not compile_enabled():
+            return fn(*args)
+        if compiled is None:
+            compiled = torch.compile(fn, dynamic=True)
+        return compiled(*args)
+
+    return wrapper
