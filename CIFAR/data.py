@@ -114,8 +114,8 @@ def train_batches(x, y, batch_size, seed, epoch, rank=0, world_size=1):
     perm = torch.randperm(n, generator=g).to(x.device)
     shifts = torch.randint(0, 2 * PAD + 1, (2, n), generator=g).to(x.device)
     flip = torch.rand(n, generator=g).lt(0.5).to(x.device)
-    local = -(-batch_size // world_size)
     for start in range(0, n, batch_size):
-        sl = slice(start + rank * local, min(start + (rank + 1) * local, start + batch_size, n))
+        size = min(batch_size, n - start)  # the last batch is split evenly too
+        sl = slice(start + rank * size // world_size, start + (rank + 1) * size // world_size)
         idx = perm[sl]
         yield augment(x[idx], shifts[:, sl], flip[sl]), y[idx]

@@ -14,8 +14,9 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from apot.training import (UserError, all_reduce_sum, atomic_save, check_finite, init_distributed,
-                           load_checkpoint, load_weights, pick_device, write_args, write_log)
+from apot.training import (UserError, all_reduce_sum, check_finite, init_distributed,
+                           load_checkpoint, load_weights, pick_device, prepare_save_dir,
+                           report_final, restore_run, run_state, save_epoch, write_args)
 from CIFAR.data import NUM_CLASSES, DataError, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -87,8 +88,22 @@ def make_scheduler(optimizer, args):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=LR_STEPS, gamma=0.1)
 
 
+def run_meta(args):
+    """What a checkpoint records of its run, and what --resume must match."""
+    return dict(arch=args.arch, bit=args.bit, quant=args.quant, dataset=args.dataset)
+
+
 def is_alpha(key):
     return key.endswith(tuple(ALPHA_GROUPS))
+
+
+def train_step(model, criterion, optimizer, images, target):
+    output = model(images)
+    loss = criterion(output, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return output, loss
 
 
 def train_one_epoch(model, criterion, optimizer, data, normalize, epoch, args, ctx):
@@ -99,11 +114,7 @@ def train_one_epoch(model, criterion, optimizer, data, normalize, epoch, args, c
     bar = tqdm(batches, total=steps, desc=f"train {epoch}", disable=ctx["quiet"], leave=False)
     loss_sum = correct = count = 0.0
     for step, (images, target) in enumerate(bar):
-        output = model(normalize(images))
-        loss = criterion(output, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        output, loss = train_step(model, criterion, optimizer, normalize(images), target)
         loss_val = loss.item()
         check_finite(loss_val, epoch, step)
         loss_sum += loss_val * len(target)
@@ -128,38 +139,6 @@ def evaluate(model, criterion, data, normalize, ctx):
         correct += (output.argmax(1) == target).sum().item()
     loss_sum, correct = all_reduce_sum([loss_sum, correct], ctx["device"])
     return loss_sum / len(x), 100 * correct / len(x)
-
-
-def checkpoint_dict(model, optimizer, scheduler, epoch, best_prec, history, args):
-    return {"epoch": epoch, "arch": args.arch, "bit": args.bit, "quant": args.quant,
-            "dataset": args.dataset, "state_dict": model.state_dict(), "best_prec": best_prec,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "history": history, "args": vars(args)}
-
-
-def restore_run(ckpt, model, optimizer, scheduler, args):
-    """Model, optimizer and schedule of a --resume checkpoint; (start epoch, best, history)."""
-    for key in ("arch", "bit", "quant", "dataset"):
-        if ckpt.get(key, getattr(args, key)) != getattr(args, key):
-            raise UserError(f"--resume {args.resume} is a {key}={ckpt[key]} run, "
-                            f"not {key}={getattr(args, key)}")
-    for key in ("optimizer", "scheduler", "epoch", "history"):
-        if key not in ckpt:
-            raise UserError(f"--resume {args.resume} has no {key!r}: not a resumable checkpoint "
-                            "(use --init to start a new run from its weights)")
-    load_weights(model, ckpt["state_dict"], args.resume)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    return ckpt["epoch"], ckpt["best_prec"], list(ckpt["history"])
-
-
-def prepare_save_dir(args):
-    args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
-    os.makedirs(args.save_dir, exist_ok=True)
-    last = os.path.join(args.save_dir, "checkpoint.pth.tar")
-    if os.path.exists(last) and not args.resume:
-        raise UserError(f"{args.save_dir} already holds a run: continue it with --resume {last} "
-                        "or choose another --save-dir")
 
 
 def run(args):
@@ -193,11 +172,12 @@ def run(args):
         optimizer = make_optimizer(model, args)
         scheduler = make_scheduler(optimizer, args)
         start_epoch, best_prec, history = 0, 0.0, []
+        args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
         if rank == 0:
-            prepare_save_dir(args)
+            prepare_save_dir(args.save_dir, args.resume)
         if args.resume:
-            start_epoch, best_prec, history = restore_run(load_checkpoint(args.resume), model,
-                                                          optimizer, scheduler, args)
+            start_epoch, best_prec, history = restore_run(
+                args.resume, model, optimizer, scheduler, **run_meta(args))
             say(f"=> resumed {args.resume} at epoch {start_epoch}")
         if start_epoch >= args.epochs:
             say(f"=> {args.save_dir} has all {args.epochs} epochs: nothing to train")
@@ -210,15 +190,15 @@ def run(args):
     train_data = tuple(t.to(device) for t in data[:2])
     test_data = tuple(t.to(device) for t in data[2:])
     normalize = Normalize(args.dataset, device)
-    net = model
+    net = eval_net = model  # DDP's forward syncs buffers, which would hang ranks with no test batch
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     elif dp_ids:
-        net = nn.DataParallel(model, device_ids=dp_ids)
+        net = eval_net = nn.DataParallel(model, device_ids=dp_ids)
 
     if args.evaluate:
-        _, prec = evaluate(net, criterion, test_data, normalize, ctx)
+        _, prec = evaluate(eval_net, criterion, test_data, normalize, ctx)
         say(f"* Prec@1 {prec:.2f}")
         return
 
@@ -227,7 +207,7 @@ def run(args):
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = train_one_epoch(net, criterion, optimizer, train_data, normalize,
                                                 epoch, args, ctx)
-        test_loss, test_acc = evaluate(net, criterion, test_data, normalize, ctx)
+        test_loss, test_acc = evaluate(eval_net, criterion, test_data, normalize, ctx)
         scheduler.step()
         is_best = test_acc > best_prec  # strictly higher, as the authors' model_best
         best_prec = max(best_prec, test_acc)
@@ -239,18 +219,9 @@ def run(args):
             f"test loss {test_loss:.4f} acc {test_acc:.2f} | best {best_prec:.2f} | "
             f"{history[-1]['seconds']}s", flush=True)
         if rank == 0:
-            state = checkpoint_dict(model, optimizer, scheduler, epoch + 1, best_prec, history, args)
-            atomic_save(state, os.path.join(args.save_dir, "checkpoint.pth.tar"))
-            if is_best:
-                atomic_save(state, os.path.join(args.save_dir, "model_best.pth.tar"))
-            write_log(os.path.join(args.save_dir, "log.csv"), history)
+            save_epoch(run_state(model, optimizer, scheduler, epoch + 1, best_prec, history, args,
+                                 **run_meta(args)), args.save_dir, is_best)
     report_final(history, best_prec, say)
-
-
-def report_final(history, best_prec, say):
-    if history:
-        say(f"* Prec@1 {history[-1]['test_acc']:.2f}")
-    say(f"* Best@1 {best_prec:.2f}")
 
 
 def main(argv=None):

@@ -86,16 +86,52 @@ def load_weights(model, state_dict, source, may_miss=lambda key: False):
 
 # --- run folder --------------------------------------------------------------------------------
 
-LOG_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "best_acc",
-              "seconds"]
+def prepare_save_dir(save_dir, resume):
+    """Create the run folder; refuse to start a new run over an existing one."""
+    os.makedirs(save_dir, exist_ok=True)
+    last = os.path.join(save_dir, "checkpoint.pth.tar")
+    if os.path.exists(last) and not resume:
+        raise UserError(f"{save_dir} already holds a run: continue it with --resume {last} "
+                        "or choose another --save-dir")
+
+
+def run_state(model, optimizer, scheduler, epoch, best_prec, history, args, **meta):
+    """The one checkpoint dict: what evaluation, --init and exact resumption need."""
+    return {"epoch": epoch, **meta, "state_dict": model.state_dict(), "best_prec": best_prec,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "history": history, "args": vars(args)}
+
+
+def restore_run(path, model, optimizer, scheduler, **meta):
+    """Model, optimizer and schedule from a --resume checkpoint, whose metadata (arch, bit...)
+    must equal meta; returns (start epoch, best accuracy, history)."""
+    ckpt = load_checkpoint(path)
+    for key, value in meta.items():
+        if ckpt.get(key, value) != value:
+            raise UserError(f"--resume {path} is a {key}={ckpt[key]} run, not {key}={value}")
+    for key in ("optimizer", "scheduler", "epoch", "history"):
+        if key not in ckpt:
+            raise UserError(f"--resume {path} has no {key!r}: not a resumable checkpoint "
+                            "(use --init to start a new run from its weights)")
+    load_weights(model, ckpt["state_dict"], path)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return ckpt["epoch"], ckpt["best_prec"], list(ckpt["history"])
+
+
+def save_epoch(state, save_dir, is_best):
+    """checkpoint.pth.tar every epoch, model_best.pth.tar on a new best, log.csv rewritten from
+    the checkpoint's history so that it always matches the checkpoint a resumed run starts from."""
+    atomic_save(state, os.path.join(save_dir, "checkpoint.pth.tar"))
+    if is_best:
+        atomic_save(state, os.path.join(save_dir, "model_best.pth.tar"))
+    write_log(os.path.join(save_dir, "log.csv"), state["history"])
 
 
 def write_log(path, rows):
-    """Rewrite log.csv from the rows kept in the checkpoint, so it always matches the checkpoint
-    a resumed run starts from."""
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
@@ -105,6 +141,13 @@ def write_args(path, args):
     with open(path, "w") as f:
         json.dump(vars(args), f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def report_final(history, best_prec, say):
+    """The last lines of a training run: final-epoch and best test top-1."""
+    if history:
+        say(f"* Prec@1 {history[-1]['test_acc']:.2f}")
+    say(f"* Best@1 {best_prec:.2f}")
 
 
 def check_finite(loss, epoch, step):

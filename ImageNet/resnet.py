@@ -1,0 +1,53 @@
+"""ResNet-18/34/50 in torchvision's layout with APoT-quantized convs (spec section 5).
+
+The network is torchvision's own, with every conv but the first swapped for a QuantConv2d of
+the same shape, the first conv for the 8-bit first_conv and the fc for the 8-bit last_fc, so
+the state-dict keys are exactly torchvision's (plus act_alpha and weight_alpha per quantized
+conv below 32 bits) and torchvision's ImageNet weights load by name.
+"""
+import torch.nn as nn
+import torchvision
+
+from .quant_layer import QuantConv2d, check_bit, first_conv, last_fc
+
+
+def _swap_conv(conv, new_cls, **kwargs):
+    new = new_cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                  conv.padding, conv.dilation, conv.groups, conv.bias is not None, **kwargs)
+    new.weight.data.copy_(conv.weight.data)  # keep torchvision's initialisation
+    return new
+
+
+def quantize_resnet(model, bit, power=True, additive=True):
+    """Swap a torchvision ResNet's layers in place for the APoT ones; returns the model."""
+    check_bit(bit)
+    model.conv1 = _swap_conv(model.conv1, first_conv)
+    fc = last_fc(model.fc.in_features, model.fc.out_features)
+    fc.load_state_dict(model.fc.state_dict())
+    model.fc = fc
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d:
+                setattr(parent, name, _swap_conv(child, QuantConv2d, bit=bit, power=power,
+                                                 additive=additive))
+    return model
+
+
+def _build(name, bit, num_classes, power, additive):
+    model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+    return quantize_resnet(model, bit, power, additive)
+
+
+def resnet18(bit=32, num_classes=1000, power=True, additive=True):
+    return _build("resnet18", bit, num_classes, power, additive)
+
+
+def resnet34(bit=32, num_classes=1000, power=True, additive=True):
+    return _build("resnet34", bit, num_classes, power, additive)
+
+
+def resnet50(bit=32, num_classes=1000, power=True, additive=True):
+    return _build("resnet50", bit, num_classes, power, additive)
+
+
+ARCHS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}

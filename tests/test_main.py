@@ -1,0 +1,208 @@
+"""CIFAR/main.py and CIFAR/run.sh end to end on a tiny CIFAR-format folder (subprocesses)."""
+import csv
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from conftest import CIFAR_DIR, OFFICIAL, ROOT, needs_shared, run_script
+
+MAIN = ROOT / "CIFAR" / "main.py"
+EAGER = {"APOT_COMPILE": "0"}  # compile warm-up would dominate these few-step runs
+
+
+def train(tmp_path, data, *extra, save="run", env=EAGER):
+    return run_script(MAIN, "-a", "res20", "--data", data, "--no-progress", "--save-dir",
+                      tmp_path / save, *extra, cwd=tmp_path, env=env)
+
+
+def last_line(text):
+    return text.strip().splitlines()[-1]
+
+
+def assert_one_line_error(proc, pattern):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(pattern, last_line(proc.stderr)), proc.stderr
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_cifar):
+    """A 2-epoch 4-bit run, shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("trained")
+    proc = train(tmp, tiny_cifar, "--bit", "4", "--epochs", "2", "--lr", "0.04")
+    assert proc.returncode == 0, proc.stderr
+    return tmp / "run", proc
+
+
+def test_training_writes_the_run_folder(trained):
+    run, proc = trained
+    lines = proc.stdout.strip().splitlines()
+    assert re.fullmatch(r"\* Prec@1 \d+\.\d\d", lines[-2]) and re.fullmatch(r"\* Best@1 \d+\.\d\d", lines[-1])
+    assert "running on the CPU" in proc.stdout
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                            "best_acc", "seconds"}
+    args = json.load(open(run / "args.json"))
+    assert args["bit"] == 4 and args["seed"] == 0 and args["lr"] == 0.04
+    ckpt = torch.load(run / "checkpoint.pth.tar", weights_only=True)
+    assert {"epoch", "state_dict", "best_prec", "optimizer", "scheduler"} <= set(ckpt)
+    assert ckpt["epoch"] == 2
+    best = torch.load(run / "model_best.pth.tar", weights_only=True)
+    assert best["best_prec"] == max(float(r["test_acc"]) for r in rows)
+    assert "layer1.0.conv1.weight_quant.wgt_alpha" in ckpt["state_dict"]
+
+
+def test_evaluate_prints_prec_as_the_last_line(trained, tiny_cifar, tmp_path):
+    run, _ = trained
+    proc = run_script(MAIN, "-a", "res20", "--bit", "4", "-e", "--init",
+                      run / "model_best.pth.tar", "--data", tiny_cifar, cwd=tmp_path, env=EAGER)
+    assert proc.returncode == 0, proc.stderr
+    best = torch.load(run / "model_best.pth.tar", weights_only=True)["best_prec"]
+    assert last_line(proc.stdout) == f"* Prec@1 {best:.2f}"
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(trained, tiny_cifar, tmp_path):
+    full, _ = trained
+    first = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "1", "--lr", "0.04")
+    assert first.returncode == 0, first.stderr
+    resumed = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "2", "--lr", "0.04",
+                    "--resume", tmp_path / "run" / "checkpoint.pth.tar")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(full / "checkpoint.pth.tar", weights_only=True)
+    b = torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert (full / "log.csv").read_text().count("\n") == (tmp_path / "run" / "log.csv").read_text().count("\n")
+
+
+def test_run_sh_chains_all_four_stages(tiny_cifar, tmp_path):
+    cmd = ["bash", ROOT / "CIFAR" / "run.sh", "res20", tiny_cifar, "-id", "0", "--epochs", "1",
+           "--no-progress", "--no-compile"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    stages = {b: json.load(open(tmp_path / f"result/res20_{b}bit/args.json")) for b in (32, 4, 3, 2)}
+    assert stages[32]["init"] == "" and stages[32]["weight_decay"] == 5e-4
+    for bit, src, wd in [(4, 32, 1e-4), (3, 4, 1e-4), (2, 3, 3e-5)]:
+        assert stages[bit]["init"] == f"result/res20_{src}bit/model_best.pth.tar"
+        assert stages[bit]["lr"] == 0.04 and stages[bit]["weight_decay"] == wd
+    # restartable: a second pass trains nothing and leaves every stage as it was
+    before = digest(tmp_path / "result/res20_2bit/checkpoint.pth.tar")
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("nothing to train") == 4
+    assert digest(tmp_path / "result/res20_2bit/checkpoint.pth.tar") == before
+
+
+def test_unsupported_bit_is_refused(tiny_cifar, tmp_path):
+    proc = train(tmp_path, tiny_cifar, "--bit", "8")
+    assert_one_line_error(proc, r"--bit: invalid choice: 8")
+
+
+def test_missing_data_without_network(tmp_path):
+    proc = train(tmp_path, tmp_path / "nowhere", "--bit", "4", "--no-download")
+    assert_one_line_error(proc, r"^error: cifar10 not found: expected the folder .*nowhere/cifar-10-batches-py")
+
+
+@pytest.fixture
+def run_with_checkpoint(trained, tmp_path):
+    """A copy of the trained run folder, and the digest of its checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    return run, digest(run / "checkpoint.pth.tar")
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(run_with_checkpoint, tiny_cifar, tmp_path):
+    run, before = run_with_checkpoint
+    corrupt = tmp_path / "corrupt.pth.tar"
+    corrupt.write_bytes(b"\x80\x02 definitely not a checkpoint" * 10)
+    for extra in (["--resume", corrupt], ["--init", corrupt, "--save-dir", tmp_path / "new"],
+                  ["-e", "--init", corrupt]):
+        proc = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "3", *extra)
+        assert_one_line_error(proc, r"^error: cannot read checkpoint .*corrupt")
+    assert digest(run / "checkpoint.pth.tar") == before
+
+
+def test_wrong_architecture_checkpoint_is_a_clear_error(run_with_checkpoint, tiny_cifar, tmp_path):
+    run, before = run_with_checkpoint
+    res32 = tmp_path / "res32.pth.tar"
+    from CIFAR.resnet import resnet32_cifar
+    torch.save({"state_dict": resnet32_cifar(bit=4).state_dict()}, res32)
+    for extra in (["--init", res32, "--save-dir", tmp_path / "new"], ["-e", "--init", res32]):
+        proc = train(tmp_path, tiny_cifar, "--bit", "4", *extra)
+        assert_one_line_error(proc, r"^error: checkpoint .* does not fit this model \(unexpected layer1\.3")
+    proc = train(tmp_path, tiny_cifar, "-a", "res32", "--bit", "4", "--resume", run / "checkpoint.pth.tar")
+    assert_one_line_error(proc, r"^error: --resume .* is a arch=res20 run")
+    assert digest(run / "checkpoint.pth.tar") == before
+
+
+def test_evaluating_a_checkpoint_of_another_bit_width_is_an_error(trained, tiny_cifar, tmp_path):
+    fp32 = tmp_path / "fp32.pth.tar"
+    from CIFAR.resnet import resnet20_cifar
+    torch.save({"state_dict": resnet20_cifar(bit=32).state_dict()}, fp32)
+    proc = train(tmp_path, tiny_cifar, "--bit", "4", "-e", "--init", fp32)
+    assert_one_line_error(proc, r"missing layer1\.0\.conv1\.act_alpha")
+    # ... while --init from FP32 to start a 4-bit run is the recipe
+    proc = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "1", "--init", fp32)
+    assert proc.returncode == 0 and "alphas start at their defaults" in proc.stdout
+
+
+def test_an_existing_run_is_not_overwritten(run_with_checkpoint, tiny_cifar, tmp_path):
+    run, before = run_with_checkpoint
+    proc = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "1")
+    assert_one_line_error(proc, r"already holds a run: continue it with --resume")
+    assert digest(run / "checkpoint.pth.tar") == before
+
+
+def test_nan_loss_stops_with_an_error_and_keeps_the_checkpoint(run_with_checkpoint, tiny_cifar,
+                                                               tmp_path, monkeypatch, capsys):
+    run, before = run_with_checkpoint
+    import CIFAR.main as main_mod
+
+    class NanLoss(torch.nn.CrossEntropyLoss):
+        def forward(self, output, target):
+            return super().forward(output, target) * float("nan")
+
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(main_mod.nn, "CrossEntropyLoss", NanLoss)
+    with pytest.raises(SystemExit) as exit_info:
+        main_mod.main(["-a", "res20", "--bit", "4", "--epochs", "3", "--data", str(tiny_cifar),
+                       "--no-progress", "--save-dir", str(run), "--resume",
+                       str(run / "checkpoint.pth.tar")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^error: loss is nan at epoch 2 step 0: training diverged", last_line(err))
+    assert digest(run / "checkpoint.pth.tar") == before
+
+
+def test_torchrun_two_processes_train_with_ddp(tiny_cifar, tmp_path):
+    proc = subprocess.run(
+        ["torchrun", "--standalone", "--nproc_per_node", "2", MAIN, "-a", "res20", "--bit", "4",
+         "--epochs", "1", "--data", tiny_cifar, "--no-progress", "--no-compile", "--save-dir",
+         tmp_path / "ddp"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("* Best@1") == 1  # only rank 0 reports and saves
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
+
+
+@needs_shared
+@pytest.mark.parametrize("bit,stored", [(32, 92.96), (4, 92.47), (3, 92.51), (2, 90.96)])
+def test_authors_checkpoints_reproduce_their_accuracy(bit, stored, tmp_path):
+    """Acceptance 1: our quantizer is the published one (as users run it: compiled)."""
+    proc = run_script(MAIN, "-a", "res20", "--bit", bit, "-e", "--init",
+                      OFFICIAL / f"res20_{bit}bit.pth.tar", "--data", CIFAR_DIR, "--no-progress",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    prec = float(re.fullmatch(r"\* Prec@1 (\d+\.\d\d)", last_line(proc.stdout)).group(1))
+    assert abs(prec - stored) <= 0.10 + 1e-9, prec
