@@ -76,3 +76,17 @@ def test_corrupt_batch_file_is_a_clear_error(tmp_path):
         (folder / name).write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="cannot read .*data_batch_1"):
         load_cifar(tmp_path, download=False)
+
+
+def test_plot_curves_picks_up_every_stage(tmp_path):
+    from conftest import ROOT, run_script
+    for bit, n in ((32, 5), (4, 3)):
+        run = tmp_path / f"res20_{bit}bit"
+        run.mkdir()
+        rows = "\n".join(f"{e},0.1,1.0,50.0,1.0,{40 + e},{40 + e},1.0" for e in range(n))
+        (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
+                                     "seconds\n" + rows + "\n")
+    proc = run_script(ROOT / "CIFAR" / "plot_curves.py", "--results", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "32-bit 5 epochs, 4-bit 3 epochs" in proc.stdout
+    assert (tmp_path / "res20_curves.png").stat().st_size > 1000

@@ -1,0 +1,62 @@
+"""Test-accuracy curves of every CIFAR run folder found, from their log.csv files.
+
+    python CIFAR/plot_curves.py [--results result] [--arch res20] [--out result/res20_curves.png]
+
+Picks up whatever stages exist (result/<arch>_<bit>bit/log.csv), so rerunning it as the chain
+goes on adds the later stages by itself.
+"""
+import argparse
+import csv
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def find_runs(results, arch):
+    runs = {}
+    for log in Path(results).glob(f"{arch}_*bit/log.csv"):
+        bit = int(re.fullmatch(rf"{arch}_(\d+)bit", log.parent.name).group(1))
+        rows = list(csv.DictReader(open(log)))
+        if rows:
+            runs[bit] = rows
+    return dict(sorted(runs.items(), reverse=True))
+
+
+def plot(runs, arch, out):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for bit, rows in runs.items():
+        epochs = [int(r["epoch"]) for r in rows]
+        acc = [float(r["test_acc"]) for r in rows]
+        label = "FP32" if bit == 32 else f"{bit}-bit"
+        best = max(acc)
+        ax.plot(epochs, acc, lw=1.2, label=f"{label}: best {best:.2f}, {len(rows)} epochs")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{arch} on CIFAR-10, our runs (CIFAR/run.sh)")
+    ax.set_ylim(bottom=max(0, min(float(r["test_acc"]) for rows in runs.values() for r in rows) - 2))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default="result")
+    p.add_argument("--arch", default="res20")
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+    runs = find_runs(args.results, args.arch)
+    if not runs:
+        raise SystemExit(f"error: no {args.arch}_*bit/log.csv under {args.results}")
+    out = args.out or str(Path(args.results) / f"{args.arch}_curves.png")
+    plot(runs, args.arch, out)
+    print(f"wrote {out}: " + ", ".join(f"{b}-bit {len(r)} epochs" for b, r in runs.items()))
+
+
+if __name__ == "__main__":
+    main()
