@@ -1,0 +1,66 @@
+"""Training throughput of the ImageNet ResNets at 32 and b bits, as one run's ratio.
+
+    python ImageNet/bench.py [--arch resnet18] [--bit 4] [--batch 32] [--steps 5]
+
+Steps on random 224x224 images (no data loading), FP32 and b-bit steps interleaved, median of
+each; on the GPU when one is present (add --amp --channels-last as a training run would).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from ImageNet.main import build_model
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5])
+    p.add_argument("--batch", default=32, type=int)
+    p.add_argument("--steps", default=5, type=int)
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    x = torch.randn(args.batch, 3, 224, 224, device=device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (args.batch,), device=device)
+    trainers = {}
+    for bit in (32, args.bit):
+        ns = argparse.Namespace(arch=args.arch, bit=bit, quant="apot",
+                                channels_last=args.channels_last)
+        model = build_model(ns, 1000).to(device).train()
+        trainers[bit] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+
+    def step(bit):
+        model, opt = trainers[bit]
+        with torch.autocast(device.type, enabled=args.amp):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = {b: [] for b in trainers}
+    for i in range(args.steps + 2):  # two warm-up rounds, compilation included
+        for b in trainers:
+            start = time.perf_counter()
+            step(b)
+            if i >= 2:
+                times[b].append(time.perf_counter() - start)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    med = {b: statistics.median(t) for b, t in times.items()}
+    print(f"{args.arch}, batch {args.batch}, 224x224, {name}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    for b, t in med.items():
+        label = "FP32" if b == 32 else f"{b}-bit"
+        print(f"{label}: {args.batch / t:.1f} images/s ({t * 1e3:.0f} ms a step)")
+    print(f"{args.bit}-bit/FP32 step ratio: {med[args.bit] / med[32]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

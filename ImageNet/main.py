@@ -1,0 +1,293 @@
+"""Train or evaluate APoT-quantized ResNet-18/34/50 on ImageNet (the authors' May 2020 variant).
+
+    python ImageNet/main.py -a resnet18 --bit 4 --data /imagenet --pretrained torchvision
+    torchrun --nproc_per_node 8 ImageNet/main.py -a resnet18 --bit 4 --data /imagenet ...
+    torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 8 ImageNet/main.py ...
+
+--data is an ImageFolder root with train/ and val/. -b is the global batch, split over the
+processes. Only rank 0 writes the run folder; metrics are summed over all ranks.
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision import transforms
+from tqdm import tqdm
+
+from apot.training import (UserError, all_reduce_sum, check_finite, init_distributed,
+                           load_checkpoint, load_weights, pick_device, prepare_save_dir,
+                           report_final, restore_run, run_state, save_epoch, write_args)
+from ImageNet.resnet import ARCHS
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
+                       "resnet50": "ResNet50_Weights"}
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description="APoT quantization on ImageNet (ResNet-18/34/50)")
+    p.add_argument("-a", "--arch", default="resnet18", choices=sorted(ARCHS))
+    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5, 32])
+    p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
+    p.add_argument("--data", required=True, help="ImageFolder root holding train/ and val/")
+    p.add_argument("--epochs", default=100, type=int)
+    p.add_argument("-b", "--batch-size", default=1024, type=int, help="global batch")
+    p.add_argument("--lr", default=0.01, type=float, help="base learning rate")
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float)
+    p.add_argument("--momentum", default=0.9, type=float)
+    p.add_argument("--warmup-iters", default=2500, type=int,
+                   help="iterations over which the lr moves linearly from --warmup-lr to --lr")
+    p.add_argument("--warmup-lr", default=None, type=float,
+                   help="lr at the first iteration (default: --lr, i.e. no warm-up)")
+    p.add_argument("--lr-steps", default=[30, 60, 90], type=int, nargs="*",
+                   help="epochs at which the lr is multiplied by 0.1")
+    p.add_argument("--workers", default=8, type=int, help="data loading processes per rank")
+    p.add_argument("--image-size", default=224, type=int,
+                   help="crop size; images are first resized to size * 8/7 (256 for 224)")
+    p.add_argument("--pretrained", default="", metavar="PATH|torchvision",
+                   help="full-precision weights to start from: a file (torchvision's or ours) or "
+                        "'torchvision' to fetch torchvision's ImageNet weights")
+    p.add_argument("--init", default="", metavar="PATH",
+                   help="start from our checkpoint of another bit-width (alphas carry over)")
+    p.add_argument("--resume", default="", metavar="PATH")
+    p.add_argument("-e", "--evaluate", action="store_true")
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 on GPUs)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("-id", "--device", default="0", help="GPU ids; several mean nn.DataParallel")
+    p.add_argument("--save-dir", default="", help="run folder (default result/<arch>_<bit>bit)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download (then --pretrained torchvision is an error)")
+    p.add_argument("--no-compile", action="store_true", help="eager projection")
+    return p
+
+
+def image_folders(root, size):
+    """(train, val) ImageFolders with the authors' transforms; clear errors for a bad layout."""
+    normalize = transforms.Normalize(MEAN, STD)
+    resize = round(size * 8 / 7)
+    tfs = {"train": transforms.Compose([transforms.Resize(resize), transforms.RandomCrop(size),
+                                        transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                                        normalize]),
+           "val": transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size),
+                                      transforms.ToTensor(), normalize])}
+    for split in tfs:
+        if not os.path.isdir(os.path.join(root, split)):
+            raise UserError(f"{os.path.join(root, split)} not found: --data must hold train/ and "
+                            "val/, each with one folder of images per class")
+    sets = {}
+    for split, tf in tfs.items():
+        folder = os.path.join(root, split)
+        try:
+            sets[split] = torchvision.datasets.ImageFolder(folder, tf)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise UserError(f"{folder}: {e}") from e
+    if sets["train"].classes != sets["val"].classes:
+        raise UserError(f"train/ and val/ under {root} have different class folders")
+    return sets["train"], sets["val"]
+
+
+def lr_factor(args, iters_per_epoch):
+    """Per-iteration lr multiplier: linear warm-up from --warmup-lr, then x0.1 at --lr-steps."""
+    start = args.lr if args.warmup_lr is None else args.warmup_lr
+
+    def factor(it):
+        if it < args.warmup_iters and start != args.lr:
+            return (start + (args.lr - start) * it / args.warmup_iters) / args.lr
+        epoch = it // iters_per_epoch
+        return 0.1 ** sum(epoch >= s for s in args.lr_steps)
+
+    return factor
+
+
+def load_pretrained(model, source, arch, allow_download):
+    """Full-precision weights into a model of any bit-width: only alphas may be missing."""
+    if source == "torchvision":
+        if not allow_download:
+            raise UserError("--pretrained torchvision needs a download, which --no-download "
+                            "forbids: pass a local weights file with --pretrained PATH")
+        weights = getattr(torchvision.models, TORCHVISION_WEIGHTS[arch]).IMAGENET1K_V1
+        try:
+            state_dict = weights.get_state_dict(progress=False)
+        except Exception as e:
+            raise UserError(f"cannot fetch torchvision's {arch} weights ({type(e).__name__}): "
+                            "pass a local weights file with --pretrained PATH") from e
+    else:
+        state_dict = load_checkpoint(source)["state_dict"]
+    return load_weights(model, state_dict, source, may_miss=is_alpha)
+
+
+def is_alpha(key):
+    return key.endswith(("act_alpha", "weight_alpha"))
+
+
+def accuracy_counts(output, target):
+    top5 = output.topk(min(5, output.shape[1]), dim=1).indices
+    hits = top5 == target.view(-1, 1)
+    return hits[:, 0].sum().item(), hits.any(1).sum().item()
+
+
+def loader(dataset, batch, args, shuffle, rank, world, epoch=0):
+    if shuffle:
+        sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True,
+                                                      seed=args.seed)
+        sampler.set_epoch(epoch)
+    else:  # every sample once over all ranks, no padding duplicates
+        sampler = range(rank, len(dataset), world)
+    g = torch.Generator().manual_seed(args.seed * 100_003 + epoch)  # augmentation per epoch
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler,
+                                       num_workers=args.workers, generator=g,
+                                       pin_memory=torch.cuda.is_available(),
+                                       drop_last=shuffle)
+
+
+def to_device(images, target, device, channels_last):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, target.to(device, non_blocking=True)
+
+
+def train_one_epoch(net, criterion, optimizer, scheduler, scaler, data, epoch, ctx, args):
+    net.train()
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1, top-5, count
+    for step, (images, target) in enumerate(tqdm(data, desc=f"train {epoch}", disable=ctx["quiet"],
+                                                 leave=False)):
+        images, target = to_device(images, target, ctx["device"], args.channels_last)
+        with torch.autocast(ctx["device"].type, enabled=args.amp):
+            output = net(images)
+            loss = criterion(output, target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_val = loss.item()
+        check_finite(loss_val, epoch, step)
+        top1, top5 = accuracy_counts(output, target)
+        for i, v in enumerate((loss_val * len(target), top1, top5, len(target))):
+            sums[i] += v
+    loss, top1, top5, n = all_reduce_sum(sums, ctx["device"])
+    return loss / max(n, 1), 100 * top1 / max(n, 1), 100 * top5 / max(n, 1)
+
+
+@torch.no_grad()
+def evaluate(model, criterion, data, ctx, args):
+    model.eval()
+    sums = [0.0, 0.0, 0.0, 0.0]
+    for images, target in tqdm(data, desc="val", disable=ctx["quiet"], leave=False):
+        images, target = to_device(images, target, ctx["device"], args.channels_last)
+        with torch.autocast(ctx["device"].type, enabled=args.amp):
+            output = model(images)
+        top1, top5 = accuracy_counts(output, target)
+        for i, v in enumerate((criterion(output.float(), target).item() * len(target), top1,
+                               top5, len(target))):
+            sums[i] += v
+    loss, top1, top5, n = all_reduce_sum(sums, ctx["device"])
+    return loss / n, 100 * top1 / n, 100 * top5 / n
+
+
+def build_model(args, num_classes):
+    power, additive = args.quant != "uniform", args.quant == "apot"
+    model = ARCHS[args.arch](bit=args.bit, num_classes=num_classes, power=power, additive=additive)
+    return model.to(memory_format=torch.channels_last) if args.channels_last else model
+
+
+def run(args):
+    rank, world, local_rank = init_distributed()
+    device, dp_ids = pick_device(args.device, local_rank, world)
+    say = print if rank == 0 else (lambda *a, **k: None)
+    if device.type == "cpu":
+        say("no GPU found: running on the CPU")
+    if args.batch_size % world:
+        raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
+    train_set, val_set = image_folders(args.data, args.image_size)
+    torch.manual_seed(args.seed)
+    model = build_model(args, len(train_set.classes)).to(device)
+    criterion = nn.CrossEntropyLoss()
+    ctx = dict(rank=rank, world=world, device=device, quiet=args.no_progress or rank != 0)
+    val_data = loader(val_set, max(1, args.batch_size // world), args, False, rank, world)
+
+    if args.evaluate:
+        source = args.init or args.pretrained or args.resume
+        if not source:
+            raise UserError("-e/--evaluate needs --init, --pretrained or --resume")
+        if source == "torchvision":
+            load_pretrained(model, source, args.arch, not args.no_download)
+        else:
+            load_weights(model, load_checkpoint(source)["state_dict"], source)  # strict
+        _, top1, top5 = evaluate(model, criterion, val_data, ctx, args)
+        say(f"* Prec@1 {top1:.2f} Prec@5 {top5:.2f}")
+        return
+
+    for flag, source in (("--pretrained", args.pretrained), ("--init", args.init)):
+        if source and not args.resume:
+            missing = load_pretrained(model, source, args.arch, not args.no_download)
+            say(f"=> {flag} {source}" + (f" ({len(missing)} alphas at their defaults)"
+                                         if missing else ""))
+    args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
+    local_batch = args.batch_size // world
+    iters = len(loader(train_set, local_batch, args, True, rank, world))
+    if iters == 0:
+        raise UserError(f"{len(train_set)} training images do not fill one batch of "
+                        f"{args.batch_size}")
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args, iters))
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+    meta = dict(arch=args.arch, bit=args.bit, quant=args.quant)
+    start_epoch, best, history = 0, 0.0, []
+    if rank == 0:
+        prepare_save_dir(args.save_dir, args.resume)
+    if args.resume:
+        start_epoch, best, history = restore_run(args.resume, model, optimizer, scheduler, **meta)
+        say(f"=> resumed {args.resume} at epoch {start_epoch}")
+    if rank == 0:
+        write_args(os.path.join(args.save_dir, "args.json"), args)
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    elif dp_ids:
+        net = nn.DataParallel(model, device_ids=dp_ids)
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        train_data = loader(train_set, local_batch, args, True, rank, world, epoch)
+        train_loss, train_acc, _ = train_one_epoch(net, criterion, optimizer, scheduler, scaler,
+                                                   train_data, epoch, ctx, args)
+        test_loss, test_acc, test_top5 = evaluate(model, criterion, val_data, ctx, args)
+        is_best = test_acc > best
+        best = max(best, test_acc)
+        history.append(dict(epoch=epoch, lr=lr, train_loss=round(train_loss, 5),
+                            train_acc=round(train_acc, 3), test_loss=round(test_loss, 5),
+                            test_acc=round(test_acc, 3), test_top5=round(test_top5, 3),
+                            best_acc=round(best, 3), seconds=round(time.time() - t0, 1)))
+        say(f"epoch {epoch}: lr {lr:.5g} train loss {train_loss:.4f} acc {train_acc:.2f} | val "
+            f"loss {test_loss:.4f} top-1 {test_acc:.2f} top-5 {test_top5:.2f} | best {best:.2f}",
+            flush=True)
+        if rank == 0:
+            save_epoch(run_state(model, optimizer, scheduler, epoch + 1, best, history, args,
+                                 **meta), args.save_dir, is_best)
+    report_final(history, best, say)
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    if args.no_compile:
+        os.environ["APOT_COMPILE"] = "0"
+    try:
+        run(args)
+    except (UserError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
