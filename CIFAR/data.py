@@ -11,6 +11,8 @@ import pickle
 import numpy as np
 import torch
 
+from apot.training import UserError
+
 STATS = {  # (mean, std) per dataset, applied to train and test alike
     "cifar10": ((0.491, 0.482, 0.447), (0.247, 0.243, 0.262)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
@@ -24,7 +26,7 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 PAD = 4
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """The dataset is missing or unreadable; the message says what to put where."""
 
 

@@ -7,17 +7,16 @@
 """
 import argparse
 import os
-import sys
 import time
 
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from apot.training import (UserError, all_reduce_sum, check_finite, init_distributed,
+from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, init_distributed,
                            load_checkpoint, load_weights, pick_device, prepare_save_dir,
                            report_final, restore_run, run_state, save_epoch, write_args)
-from CIFAR.data import NUM_CLASSES, DataError, Normalize, load_cifar, train_batches
+from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
 TEST_BATCH = 100
@@ -225,14 +224,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = get_args_parser().parse_args(argv)
-    if args.no_compile:
-        os.environ["APOT_COMPILE"] = "0"
-    try:
-        run(args)
-    except (UserError, DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    cli_main(get_args_parser(), run, argv)
 
 
 if __name__ == "__main__":

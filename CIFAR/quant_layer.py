@@ -108,7 +108,7 @@ class QuantConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias)
         check_bit(bit)
-        self.bit = bit
+        self.bit, self.quant = bit, quant
         self.weight_quant = weight_quantize_fn(bit, quant)
         self.act_alpha = nn.Parameter(torch.tensor(ACT_ALPHA_INIT))
         levels = activation_levels(bit, quant)

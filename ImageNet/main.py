@@ -9,7 +9,6 @@ processes. Only rank 0 writes the run folder; metrics are summed over all ranks.
 """
 import argparse
 import os
-import sys
 import time
 
 import torch
@@ -18,7 +17,7 @@ import torchvision
 from torchvision import transforms
 from tqdm import tqdm
 
-from apot.training import (UserError, all_reduce_sum, check_finite, init_distributed,
+from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, init_distributed,
                            load_checkpoint, load_weights, pick_device, prepare_save_dir,
                            report_final, restore_run, run_state, save_epoch, write_args)
 from ImageNet.resnet import ARCHS
@@ -279,14 +278,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = get_args_parser().parse_args(argv)
-    if args.no_compile:
-        os.environ["APOT_COMPILE"] = "0"
-    try:
-        run(args)
-    except (UserError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    cli_main(get_args_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from the correctly rounded rationals by one ulp on five levels; we keep the auth
 that their checkpoints evaluate the same.
 """
 import itertools
+from fractions import Fraction
 
 import torch
 
@@ -38,7 +39,7 @@ def build_power_value(B, additive=True):
     if additive:
         sums = [sum(terms) for terms in itertools.product(*_APOT_TERMS[B])]
     else:
-        sums = [0.0] + [2.0 ** -(i + 1) for i in range(2**B - 1)]
+        sums = _pot_sums(B)
     return _normalise(sums)
 
 
@@ -68,3 +69,34 @@ def weight_levels(bit, family="apot"):
         return torch.tensor([0.0, 1.0])
     _check_bits(bit)
     return level_set(bit - 1, family)
+
+
+def _pot_sums(B):
+    return [0.0] + [2.0 ** -(i + 1) for i in range(2**B - 1)]
+
+
+def level_integers(B, family="apot"):
+    """The levels as integers over one denominator: (sorted int64 numerators, denominator), with
+    level_set(B, family) == numerators / denominator up to float32 rounding.
+
+    For APoT and PoT the numerators are the unnormalised sums times 2^D (D the finest term's
+    exponent), so their set bits are exactly the power-of-two terms of each level; the
+    denominator is the largest numerator (the spec's normalisation to a top level of 1).
+    """
+    if family == "uniform":
+        _check_bits(B)
+        return torch.arange(2**B, dtype=torch.int64), 2**B - 1
+    _check_bits(B)
+    sums = ([sum(t) for t in itertools.product(*_APOT_TERMS[B])] if family == "apot"
+            else _pot_sums(B))
+    exact = [Fraction(x) for x in sums]  # the sums are dyadic: exact in binary floating point
+    denom = max(f.denominator for f in exact)
+    ints = torch.tensor(sorted({int(f * denom) for f in exact}), dtype=torch.int64)
+    return ints, int(ints.max())
+
+
+def weight_level_integers(bit, family="apot"):
+    """Numerators and denominator of the weight magnitudes of a b-bit layer."""
+    if bit == 2:
+        return torch.tensor([0, 1]), 1
+    return level_integers(bit - 1, family)

@@ -29,6 +29,14 @@ def project(x, levels, mids):
     return q
 
 
+def project_index(x, mids):
+    """Index of the nearest level (same rule as `project`): the number of midpoints below x."""
+    idx = torch.zeros_like(x, dtype=torch.int64)
+    for j in range(mids.numel()):
+        idx += x > mids[j]
+    return idx
+
+
 def compile_enabled():
     """torch.compile for the quantizers unless APOT_COMPILE=0 (main.py's --no-compile)."""
     return os.environ.get("APOT_COMPILE", "1") != "0"

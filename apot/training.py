@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import sys
 import tempfile
 
 import torch
@@ -193,3 +194,16 @@ def all_reduce_sum(values, device):
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def cli_main(parser, run, argv=None):
+    """Parse the arguments and run; a UserError or ValueError becomes one `error: ...` line on
+    stderr and exit status 1, instead of a traceback."""
+    args = parser.parse_args(argv)
+    if getattr(args, "no_compile", False):
+        os.environ["APOT_COMPILE"] = "0"
+    try:
+        run(args)
+    except (UserError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,81 @@
+"""Integer APoT arithmetic: level integers, bit-packed codes, shift-and-add products and an
+integer convolution.
+
+Before the spec's normalisation every APoT level is a sum of powers of two, i.e. an integer
+over a power-of-two denominator; scaled by that denominator the levels are integers whose set
+bits are exactly the APoT terms (the term sets use disjoint powers), so multiplying by a level
+is one shift and add per set bit. The normalising factor 1 / max and alpha go into one float
+scale per layer.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+
+# --- bit-packed codes ---------------------------------------------------------------------------
+
+def pack_codes(codes, bits):
+    """Pack non-negative integer codes < 2^bits, `bits` bits each, into bytes (little-endian)."""
+    codes = np.asarray(codes, dtype=np.int64).ravel()
+    if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
+        raise ValueError(f"codes do not fit in {bits} bits")
+    planes = (codes[:, None] >> np.arange(bits)) & 1
+    return torch.from_numpy(np.packbits(planes.astype(np.uint8).ravel(), bitorder="little"))
+
+
+def unpack_codes(packed, bits, count):
+    planes = np.unpackbits(packed.numpy(), count=count * bits, bitorder="little")
+    planes = planes.reshape(count, bits).astype(np.int64)
+    return torch.from_numpy((planes << np.arange(bits)).sum(1))
+
+
+def weight_codes(sign, index, bits):
+    """Sign bit (1 for negative) above the b-1 level-index bits."""
+    return (sign.long() << (bits - 1)) | index.long()
+
+
+def split_weight_codes(codes, bits):
+    sign = 1 - 2 * ((codes >> (bits - 1)) & 1)
+    return sign, codes & ((1 << (bits - 1)) - 1)
+
+
+# --- shift-and-add arithmetic -------------------------------------------------------------------
+
+def set_bits(n):
+    return [e for e in range(int(n).bit_length()) if (int(n) >> e) & 1]
+
+
+def shift_add_product(w_int, a_int):
+    """w * a as the sum of a shifted by each set bit of w: what APoT hardware does."""
+    return sum(a_int << e for e in set_bits(w_int))
+
+
+def int_conv2d(a_int, w_sign, w_int, stride, padding):
+    """Integer conv: a_int (N, C, H, W) int64, weights as sign (+-1) and level integers
+    (O, C, k, k). Returns the int64 accumulator and the operation counts it performed.
+
+    For every set bit e of the weight integers, the weights having it form a {-1, 0, +1} mask;
+    the mask times the unfolded activations is additions and subtractions only, and its result
+    is shifted left by e. acc = sum_e (mask_e @ A) << e.
+    """
+    n, c, h, w = a_int.shape
+    o, _, k, _ = w_int.shape
+    padded = F.pad(a_int, (padding, padding, padding, padding))
+    cols = padded.unfold(2, k, stride).unfold(3, k, stride)  # N, C, Ho, Wo, k, k
+    ho, wo = cols.shape[2], cols.shape[3]
+    cols = cols.permute(0, 2, 3, 1, 4, 5).reshape(n, ho * wo, c * k * k)
+    w_int = w_int.reshape(o, -1)
+    w_sign = w_sign.reshape(o, -1)
+    acc = torch.zeros(n, ho * wo, o, dtype=torch.int64)
+    adds = shifts = 0
+    for e in range(int(w_int.max()).bit_length()):
+        mask = ((w_int >> e) & 1) * w_sign
+        nnz = int(mask.ne(0).sum())
+        if nnz == 0:
+            continue
+        acc += (cols @ mask.t()) << e
+        adds += nnz * ho * wo          # one add/subtract per nonzero mask entry and position
+        shifts += o * ho * wo          # one shift and one add per output and bit
+        adds += o * ho * wo
+    return acc.permute(0, 2, 1).reshape(n, o, ho, wo), {"adds": adds, "shifts": shifts}

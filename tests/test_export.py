@@ -1,0 +1,143 @@
+"""Integer export and shift-add inference (CIFAR/export.py, apot/intmath.py)."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from apot.intmath import (int_conv2d, pack_codes, set_bits, shift_add_product,
+                          split_weight_codes, unpack_codes, weight_codes)
+from apot.levels import level_integers, level_set, weight_level_integers, weight_levels
+from conftest import CIFAR_DIR, OFFICIAL, ROOT, needs_shared, run_script
+from CIFAR.export import IntConv, export_conv
+from CIFAR.quant_layer import QuantConv2d
+
+EXPORT = ROOT / "CIFAR" / "export.py"
+FAMILIES = ["apot", "pot", "uniform"]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 9, 16])
+def test_pack_unpack_round_trips_every_code(bits):
+    codes = np.tile(np.arange(2**bits), 3)
+    np.random.default_rng(bits).shuffle(codes)
+    packed = pack_codes(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == -(-codes.size * bits // 8)
+    assert unpack_codes(packed, bits, codes.size).tolist() == codes.tolist()
+    with pytest.raises(ValueError):
+        pack_codes([2**bits], bits)
+
+
+@pytest.mark.parametrize("bit", [2, 3, 4, 5])
+def test_weight_codes_hold_sign_and_index(bit):
+    n = 2 ** (bit - 1)
+    sign = torch.tensor([0, 1] * n)
+    index = torch.arange(n).repeat_interleave(2)
+    codes = weight_codes(sign, index, bit)
+    assert codes.max() < 2**bit
+    s, i = split_weight_codes(codes, bit)
+    assert torch.equal(i, index) and torch.equal(s, 1 - 2 * sign)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("B", [2, 3, 4, 5])
+def test_level_integers_are_the_levels(B, family):
+    ints, denom = level_integers(B, family)
+    levels = level_set(B, family).double()
+    assert ints.dtype == torch.int64 and ints[-1] == denom
+    assert torch.allclose(ints.double() / denom, levels, rtol=1e-7, atol=0)
+    if family == "apot":  # the set bits are the terms: one per term set
+        assert max(len(set_bits(v)) for v in ints) == {2: 1, 3: 2, 4: 2, 5: 3}[B]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("bit", [2, 3, 4, 5])
+def test_shift_add_products_equal_multiplication_for_every_pair(bit, family):
+    w_ints, w_denom = weight_level_integers(bit, family)
+    a_ints, _ = level_integers(bit, family)
+    assert torch.allclose(w_ints.double() / w_denom, weight_levels(bit, family).double(), rtol=1e-7)
+    for w in w_ints.tolist():
+        for a in a_ints.tolist():
+            assert shift_add_product(w, a) == w * a
+
+
+def test_int_conv2d_equals_an_integer_reference():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 100, (2, 3, 7, 7), generator=g)
+    w = torch.randint(0, 48, (4, 3, 3, 3), generator=g)
+    sign = torch.randint(0, 2, (4, 3, 3, 3), generator=g) * 2 - 1
+    acc, ops = int_conv2d(a, sign, w, stride=2, padding=1)
+    ref = torch.nn.functional.conv2d(a.double(), (sign * w).double(), stride=2, padding=1)
+    assert acc.dtype == torch.int64 and torch.equal(acc, ref.long())
+    assert ops["shifts"] > 0 and ops["adds"] > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("bit", [2, 3, 4, 5])
+def test_integer_conv_equals_the_float_fake_quant_conv(bit, family, monkeypatch):
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    torch.manual_seed(bit)
+    conv = QuantConv2d(8, 16, 3, stride=1, padding=1, bit=bit, quant=family).eval()
+    with torch.no_grad():
+        conv.act_alpha.fill_(2.5)
+        conv.weight_quant.wgt_alpha.fill_(1.7 if bit > 2 else 0.8)
+    x = torch.relu(torch.randn(4, 8, 9, 9) * 1.5)
+    with torch.no_grad():
+        ref = conv(x)
+        out = IntConv(export_conv(conv))(x)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_export_refuses_corrupt_and_full_precision_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pth.tar"
+    bad.write_bytes(b"garbage" * 50)
+    proc = run_script(EXPORT, "export", bad, "--bit", "4", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert re.match(r"error: cannot read checkpoint .*bad\.pth\.tar", proc.stderr.strip().splitlines()[-1])
+    from CIFAR.resnet import resnet20_cifar
+    fp = tmp_path / "fp.pth.tar"
+    torch.save({"state_dict": resnet20_cifar(bit=32).state_dict(), "bit": 32, "arch": "res20"}, fp)
+    proc = run_script(EXPORT, "export", fp, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "32-bit checkpoint: only quantized models export" in proc.stderr.strip().splitlines()[-1]
+    proc = run_script(EXPORT, "infer", bad, "--data", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: cannot read")
+
+
+def test_export_and_infer_our_checkpoint_end_to_end(tiny_cifar, tmp_path):
+    from CIFAR.resnet import resnet20_cifar
+    torch.manual_seed(0)
+    model = resnet20_cifar(bit=3)
+    # BatchNorm statistics of an untrained net let activations grow layer by layer, and float
+    # rounding then flips codes chaotically; calibrated statistics make it behave like a trained one
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.momentum = None
+    with torch.no_grad():
+        model(torch.randn(64, 3, 32, 32))
+    ckpt = tmp_path / "ours.pth.tar"
+    torch.save({"state_dict": model.state_dict(), "bit": 3, "arch": "res20", "quant": "apot"}, ckpt)
+    proc = run_script(EXPORT, "export", ckpt, "--out", tmp_path / "m.apot", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"wrote .*m\.apot: [\d,]+ bytes \(float checkpoint .*: [\d,]+ bytes", proc.stdout)
+    assert re.search(r"^total\s+[\d,]+\s+[\d,]+\s+[\d,]+", proc.stdout, re.M)
+    proc = run_script(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar, "--compare", ckpt,
+                      "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "predictions agree on 40 of 40" in proc.stdout
+
+
+@needs_shared
+@pytest.mark.parametrize("bit", [4, 2])
+def test_authors_checkpoints_run_on_integers(bit, tmp_path):
+    ckpt = OFFICIAL / f"res20_{bit}bit.pth.tar"
+    out = tmp_path / "m.apot"
+    proc = run_script(EXPORT, "export", ckpt, "--bit", bit, "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    n = 200
+    proc = run_script(EXPORT, "infer", out, "--data", CIFAR_DIR, "--compare", ckpt, "--limit", n,
+                      "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    int_acc = float(re.search(r"integer path: top-1 (\d+\.\d+)", proc.stdout).group(1))
+    float_acc = float(re.search(r"fake-quant model: top-1 (\d+\.\d+)", proc.stdout).group(1))
+    agree = int(re.search(r"agree on (\d+) of", proc.stdout).group(1))
+    assert agree >= 0.998 * n and abs(int_acc - float_acc) <= 100 / n + 1e-9
