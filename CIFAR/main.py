@@ -140,10 +140,51 @@ def evaluate(model, criterion, data, normalize, ctx):
     return loss_sum / len(x), 100 * correct / len(x)
 
 
+def load_initial_weights(model, args, say):
+    """-e: the checkpoint to evaluate, strictly (a missing alpha means another bit-width);
+    --init: a start for training, where only alphas may be missing."""
+    if args.evaluate:
+        if not args.init:
+            raise UserError("-e/--evaluate needs --init PATH, the checkpoint to evaluate")
+        load_weights(model, load_checkpoint(args.init)["state_dict"], args.init)
+    elif args.init and not args.resume:
+        missing = load_weights(model, load_checkpoint(args.init)["state_dict"], args.init,
+                               may_miss=is_alpha)
+        say(f"=> initialised from {args.init}"
+            + (f" ({len(missing)} alphas start at their defaults)" if missing else ""))
+
+
+def start_run(model, args, rank, say):
+    """Optimizer, schedule and (start epoch, best, history), fresh or from --resume."""
+    optimizer = make_optimizer(model, args)
+    scheduler = make_scheduler(optimizer, args)
+    start_epoch, best_prec, history = 0, 0.0, []
+    args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
+    if rank == 0:
+        prepare_save_dir(args.save_dir, args.resume)
+    if args.resume:
+        start_epoch, best_prec, history = restore_run(
+            args.resume, model, optimizer, scheduler, **run_meta(args))
+        say(f"=> resumed {args.resume} at epoch {start_epoch}")
+    return optimizer, scheduler, start_epoch, best_prec, history
+
+
+def wrap_model(model, world, device, dp_ids):
+    """(training net, evaluation net): DDP or DataParallel around the model where asked.
+    DDP evaluates with the bare model: its forward syncs buffers, which would hang ranks with
+    no test batch."""
+    if world > 1:
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None), model
+    if dp_ids:
+        net = nn.DataParallel(model, device_ids=dp_ids)
+        return net, net
+    return model, model
+
+
 def run(args):
     rank, world, local_rank = init_distributed()
     device, dp_ids = pick_device(args.device, local_rank, world)
-    quiet = args.no_progress or rank != 0
     say = print if rank == 0 else (lambda *a, **k: None)
     if device.type == "cpu":
         say("no GPU found: running on the CPU")
@@ -154,30 +195,10 @@ def run(args):
     torch.manual_seed(args.seed)
     model = build_model(args).to(device)
     criterion = nn.CrossEntropyLoss()
-    ctx = dict(rank=rank, world=world, device=device, quiet=quiet)
-
-    if args.evaluate:
-        if not args.init:
-            raise UserError("-e/--evaluate needs --init PATH, the checkpoint to evaluate")
-        # Strict: a missing alpha means the checkpoint is of another bit-width.
-        load_weights(model, load_checkpoint(args.init)["state_dict"], args.init)
-    elif args.init and not args.resume:
-        missing = load_weights(model, load_checkpoint(args.init)["state_dict"], args.init,
-                               may_miss=is_alpha)
-        say(f"=> initialised from {args.init}"
-            + (f" ({len(missing)} alphas start at their defaults)" if missing else ""))
-
+    ctx = dict(rank=rank, world=world, device=device, quiet=args.no_progress or rank != 0)
+    load_initial_weights(model, args, say)
     if not args.evaluate:
-        optimizer = make_optimizer(model, args)
-        scheduler = make_scheduler(optimizer, args)
-        start_epoch, best_prec, history = 0, 0.0, []
-        args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
-        if rank == 0:
-            prepare_save_dir(args.save_dir, args.resume)
-        if args.resume:
-            start_epoch, best_prec, history = restore_run(
-                args.resume, model, optimizer, scheduler, **run_meta(args))
-            say(f"=> resumed {args.resume} at epoch {start_epoch}")
+        optimizer, scheduler, start_epoch, best_prec, history = start_run(model, args, rank, say)
         if start_epoch >= args.epochs:
             say(f"=> {args.save_dir} has all {args.epochs} epochs: nothing to train")
             report_final(history, best_prec, say)
@@ -189,13 +210,7 @@ def run(args):
     train_data = tuple(t.to(device) for t in data[:2])
     test_data = tuple(t.to(device) for t in data[2:])
     normalize = Normalize(args.dataset, device)
-    net = eval_net = model  # DDP's forward syncs buffers, which would hang ranks with no test batch
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    elif dp_ids:
-        net = eval_net = nn.DataParallel(model, device_ids=dp_ids)
-
+    net, eval_net = wrap_model(model, world, device, dp_ids)
     if args.evaluate:
         _, prec = evaluate(eval_net, criterion, test_data, normalize, ctx)
         say(f"* Prec@1 {prec:.2f}")
