@@ -90,3 +90,22 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "32-bit 5 epochs, 4-bit 3 epochs" in proc.stdout
     assert (tmp_path / "res20_curves.png").stat().st_size > 1000
+
+
+def test_reads_cifar100_fine_labels(tmp_path):
+    import pickle
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 30), ("test", 10)):
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "fine_labels": rng.integers(0, 100, n).tolist(),
+                 "coarse_labels": rng.integers(0, 20, n).tolist()}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    train_x, train_y, test_x, test_y = load_cifar(tmp_path, "cifar100", download=False)
+    assert train_x.shape == (30, 3, 32, 32) and test_x.shape == (10, 3, 32, 32)
+    assert train_y.tolist() == pickle.loads((folder / "train").read_bytes())["fine_labels"]
+    out = Normalize("cifar100", "cpu")(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8))
+    assert torch.allclose(out.flatten(), torch.tensor([(1 - 0.5071) / 0.2675,
+                                                        (1 - 0.4867) / 0.2565,
+                                                        (1 - 0.4408) / 0.2761]))
