@@ -206,3 +206,32 @@ def test_authors_checkpoints_reproduce_their_accuracy(bit, stored, tmp_path):
     assert proc.returncode == 0, proc.stderr
     prec = float(re.fullmatch(r"\* Prec@1 (\d+\.\d\d)", last_line(proc.stdout)).group(1))
     assert abs(prec - stored) <= 0.10 + 1e-9, prec
+
+
+def test_parameter_groups_and_schedules_follow_the_recipe():
+    from CIFAR.main import get_args_parser, make_optimizer, make_scheduler
+    from CIFAR.resnet import resnet20_cifar
+    args = get_args_parser().parse_args(["--bit", "4", "--lr", "0.04", "--wd", "3e-5"])
+    model = resnet20_cifar(bit=4)
+    opt = make_optimizer(model, args)
+    n_quant = sum(1 for n, _ in model.named_parameters() if n.endswith("act_alpha"))
+    assert n_quant == 20 and [len(g["params"]) for g in opt.param_groups][1:] == [20, 20]
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [
+        (0.04, 3e-5), (0.1, 1e-4), (0.02, 1e-4)]
+    assert opt.param_groups[0]["momentum"] == 0.9
+    sched = make_scheduler(opt, args)
+    lrs = []
+    for _ in range(226):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        sched.step()
+    assert lrs[149] == [0.04, 0.1, 0.02]
+    assert lrs[150] == pytest.approx([0.004, 0.01, 0.002])
+    assert lrs[225] == pytest.approx([0.0004, 0.001, 0.0002])
+
+    args = get_args_parser().parse_args(["--bit", "32", "--lr-schedule", "cosine", "--epochs", "4"])
+    opt = make_optimizer(resnet20_cifar(bit=32), args)
+    assert len(opt.param_groups) == 1  # no alphas at 32 bits
+    sched = make_scheduler(opt, args)
+    sched.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
