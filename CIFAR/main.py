@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, init_distributed,
                            load_checkpoint, load_weights, pick_device, prepare_save_dir,
-                           report_final, restore_run, run_state, save_epoch, write_args)
+                           report_final, restore_run, run_state, save_epoch, wrap_model,
+                           write_args)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -167,19 +168,6 @@ def start_run(model, args, rank, say):
             args.resume, model, optimizer, scheduler, **run_meta(args))
         say(f"=> resumed {args.resume} at epoch {start_epoch}")
     return optimizer, scheduler, start_epoch, best_prec, history
-
-
-def wrap_model(model, world, device, dp_ids):
-    """(training net, evaluation net): DDP or DataParallel around the model where asked.
-    DDP evaluates with the bare model: its forward syncs buffers, which would hang ranks with
-    no test batch."""
-    if world > 1:
-        return nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None), model
-    if dp_ids:
-        net = nn.DataParallel(model, device_ids=dp_ids)
-        return net, net
-    return model, model
 
 
 def run(args):

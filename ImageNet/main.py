@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, init_distributed,
                            load_checkpoint, load_weights, pick_device, prepare_save_dir,
-                           report_final, restore_run, run_state, save_epoch, write_args)
+                           report_final, restore_run, run_state, save_epoch, wrap_model,
+                           write_args)
 from ImageNet.resnet import ARCHS
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -197,6 +198,20 @@ def build_model(args, num_classes):
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 
+def evaluate_checkpoint(model, criterion, val_data, ctx, args, say):
+    """-e: evaluate --init, --pretrained or --resume, loaded strictly (a missing alpha means
+    another bit-width), except torchvision's own weights, whose alphas keep their defaults."""
+    source = args.init or args.pretrained or args.resume
+    if not source:
+        raise UserError("-e/--evaluate needs --init, --pretrained or --resume")
+    if source == "torchvision":
+        load_pretrained(model, source, args.arch, not args.no_download)
+    else:
+        load_weights(model, load_checkpoint(source)["state_dict"], source)
+    _, top1, top5 = evaluate(model, criterion, val_data, ctx, args)
+    say(f"* Prec@1 {top1:.2f} Prec@5 {top5:.2f}")
+
+
 def run(args):
     rank, world, local_rank = init_distributed()
     device, dp_ids = pick_device(args.device, local_rank, world)
@@ -213,15 +228,7 @@ def run(args):
     val_data = loader(val_set, max(1, args.batch_size // world), args, False, rank, world)
 
     if args.evaluate:
-        source = args.init or args.pretrained or args.resume
-        if not source:
-            raise UserError("-e/--evaluate needs --init, --pretrained or --resume")
-        if source == "torchvision":
-            load_pretrained(model, source, args.arch, not args.no_download)
-        else:
-            load_weights(model, load_checkpoint(source)["state_dict"], source)  # strict
-        _, top1, top5 = evaluate(model, criterion, val_data, ctx, args)
-        say(f"* Prec@1 {top1:.2f} Prec@5 {top5:.2f}")
+        evaluate_checkpoint(model, criterion, val_data, ctx, args, say)
         return
 
     for flag, source in (("--pretrained", args.pretrained), ("--init", args.init)):
@@ -249,19 +256,14 @@ def run(args):
     if rank == 0:
         write_args(os.path.join(args.save_dir, "args.json"), args)
 
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    elif dp_ids:
-        net = nn.DataParallel(model, device_ids=dp_ids)
+    net, eval_net = wrap_model(model, world, device, dp_ids)
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         lr = optimizer.param_groups[0]["lr"]
         train_data = loader(train_set, local_batch, args, True, rank, world, epoch)
         train_loss, train_acc, _ = train_one_epoch(net, criterion, optimizer, scheduler, scaler,
                                                    train_data, epoch, ctx, args)
-        test_loss, test_acc, test_top5 = evaluate(model, criterion, val_data, ctx, args)
+        test_loss, test_acc, test_top5 = evaluate(eval_net, criterion, val_data, ctx, args)
         is_best = test_acc > best
         best = max(best, test_acc)
         history.append(dict(epoch=epoch, lr=lr, train_loss=round(train_loss, 5),

@@ -9,6 +9,7 @@ import tempfile
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 
 class UserError(RuntimeError):
@@ -185,6 +186,19 @@ def pick_device(ids, local_rank, world_size):
         raise UserError(f"-id/--device {ids!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     torch.cuda.set_device(gpus[0])
     return torch.device("cuda", gpus[0]), (gpus if len(gpus) > 1 else None)
+
+
+def wrap_model(model, world, device, dp_ids):
+    """(training net, evaluation net): DDP or DataParallel around the model where asked.
+    DDP evaluates with the bare model: its forward syncs buffers, which would hang ranks with
+    no test batch."""
+    if world > 1:
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None), model
+    if dp_ids:
+        net = nn.DataParallel(model, device_ids=dp_ids)
+        return net, net
+    return model, model
 
 
 def all_reduce_sum(values, device):
