@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, init_distributed,
-                           load_checkpoint, load_weights, pick_device, prepare_save_dir,
-                           report_final, restore_run, run_state, save_epoch, wrap_model,
-                           write_args)
+from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, epoch_row,
+                           init_distributed, load_checkpoint, load_weights, pick_device,
+                           prepare_save_dir, report_final, restore_run, run_state, save_epoch,
+                           wrap_model, write_args)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -213,10 +213,8 @@ def run(args):
         scheduler.step()
         is_best = test_acc > best_prec  # strictly higher, as the authors' model_best
         best_prec = max(best_prec, test_acc)
-        history.append(dict(epoch=epoch, lr=lr, train_loss=round(train_loss, 5),
-                            train_acc=round(train_acc, 3), test_loss=round(test_loss, 5),
-                            test_acc=round(test_acc, 3), best_acc=round(best_prec, 3),
-                            seconds=round(time.time() - t0, 1)))
+        history.append(epoch_row(epoch, lr, best_prec, t0, train_loss=train_loss,
+                                 train_acc=train_acc, test_loss=test_loss, test_acc=test_acc))
         say(f"epoch {epoch}: lr {lr:.5g} train loss {train_loss:.4f} acc {train_acc:.2f} | "
             f"test loss {test_loss:.4f} acc {test_acc:.2f} | best {best_prec:.2f} | "
             f"{history[-1]['seconds']}s", flush=True)

@@ -17,10 +17,10 @@ import torchvision
 from torchvision import transforms
 from tqdm import tqdm
 
-from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, init_distributed,
-                           load_checkpoint, load_weights, pick_device, prepare_save_dir,
-                           report_final, restore_run, run_state, save_epoch, wrap_model,
-                           write_args)
+from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, epoch_row,
+                           init_distributed, load_checkpoint, load_weights, pick_device,
+                           prepare_save_dir, report_final, restore_run, run_state, save_epoch,
+                           wrap_model, write_args)
 from ImageNet.resnet import ARCHS
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -266,10 +266,8 @@ def run(args):
         test_loss, test_acc, test_top5 = evaluate(eval_net, criterion, val_data, ctx, args)
         is_best = test_acc > best
         best = max(best, test_acc)
-        history.append(dict(epoch=epoch, lr=lr, train_loss=round(train_loss, 5),
-                            train_acc=round(train_acc, 3), test_loss=round(test_loss, 5),
-                            test_acc=round(test_acc, 3), test_top5=round(test_top5, 3),
-                            best_acc=round(best, 3), seconds=round(time.time() - t0, 1)))
+        history.append(epoch_row(epoch, lr, best, t0, train_loss=train_loss, train_acc=train_acc,
+                                 test_loss=test_loss, test_acc=test_acc, test_top5=test_top5))
         say(f"epoch {epoch}: lr {lr:.5g} train loss {train_loss:.4f} acc {train_acc:.2f} | val "
             f"loss {test_loss:.4f} top-1 {test_acc:.2f} top-5 {test_top5:.2f} | best {best:.2f}",
             flush=True)

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 
 import torch
 import torch.distributed as dist
@@ -128,6 +129,14 @@ def save_epoch(state, save_dir, is_best):
     if is_best:
         atomic_save(state, os.path.join(save_dir, "model_best.pth.tar"))
     write_log(os.path.join(save_dir, "log.csv"), state["history"])
+
+
+def epoch_row(epoch, lr, best, started, **metrics):
+    """One log.csv row: epoch, lr, the metrics (losses to 5 places, accuracies to 3), the best
+    accuracy so far and the epoch's wall time since `started` (time.time())."""
+    rounded = {k: round(v, 5 if "loss" in k else 3) for k, v in metrics.items()}
+    return dict(epoch=epoch, lr=lr, **rounded, best_acc=round(best, 3),
+                seconds=round(time.time() - started, 1))
 
 
 def write_log(path, rows):
