@@ -215,3 +215,22 @@ def test_mismatched_checkpoint_is_a_clear_error(tiny_imagenet, tmp_path):
     proc = run_script(MAIN, "--data", tiny_imagenet, "--pretrained", bad, "-b", "4",
                       "--save-dir", tmp_path / "r", *FAST, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: checkpoint .*r34.pth does not fit this model")
+
+
+def test_run_sh_applies_the_recipe_and_passes_arguments_through(tiny_imagenet, tmp_path):
+    import json
+    weights = tmp_path / "resnet18_fp32.pth"
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), weights)
+    cmd = ["bash", ROOT / "ImageNet" / "run.sh", "resnet18", "4", tiny_imagenet, "-b", "4",
+           "--epochs", "1", "--image-size", "32", "--workers", "0", "--no-progress",
+           "--no-compile", "--no-download"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PRETRAINED": str(weights)})
+    assert proc.returncode == 0, proc.stderr
+    args = json.load(open(tmp_path / "result" / "resnet18_4bit" / "args.json"))
+    assert (args["lr"], args["warmup_lr"], args["weight_decay"]) == (0.01, 0.0244, 1e-4)
+    assert args["warmup_iters"] == 2500 and args["lr_steps"] == [30, 60, 90]
+    assert args["pretrained"] == str(weights) and args["batch_size"] == 4  # extra args win
+    bad = subprocess.run(["bash", ROOT / "ImageNet" / "run.sh", "resnet50", "7", tiny_imagenet],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no published recipe for resnet50 at 7 bits" in bad.stderr
