@@ -18,7 +18,6 @@ i.e. additions, subtractions and shifts, then rescales once. BatchNorm, ReLU, th
 adds and the 8-bit first/last layers stay in float. With --compare it also runs the float
 fake-quant model of the checkpoint and reports how often the predictions agree.
 """
-import argparse
 import os
 
 import torch
@@ -28,7 +27,8 @@ from tqdm import tqdm
 from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
 from apot.levels import level_integers, weight_level_integers
 from apot.projection import project_index
-from apot.training import UserError, atomic_save, cli_main, load_checkpoint, load_weights
+from apot.training import (ArgumentParser, UserError, atomic_save, cli_main, load_checkpoint,
+                           load_weights)
 from CIFAR.data import Normalize, load_cifar
 from CIFAR.quant_layer import QuantConv2d
 from CIFAR.resnet import ARCHS
@@ -232,7 +232,7 @@ def cmd_infer(args):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="APoT integer export and shift-add inference")
+    p = ArgumentParser(description="APoT integer export and shift-add inference")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="checkpoint -> integer codes file")
     e.add_argument("checkpoint")

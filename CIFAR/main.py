@@ -5,7 +5,6 @@
     python CIFAR/main.py -a res20 --bit 4 -e --init result/res20_4bit/model_best.pth.tar
     torchrun --nproc_per_node 2 CIFAR/main.py ...   # DistributedDataParallel, global batch kept
 """
-import argparse
 import os
 import time
 
@@ -13,10 +12,10 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, epoch_row,
-                           init_distributed, load_checkpoint, load_weights, pick_device,
-                           prepare_save_dir, report_final, restore_run, run_state, save_epoch,
-                           wrap_model, write_args)
+from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_finite, cli_main,
+                           epoch_row, init_distributed, load_checkpoint, load_weights,
+                           pick_device, prepare_save_dir, report_final, restore_run, run_state,
+                           save_epoch, wrap_model, write_args)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -27,7 +26,7 @@ LR_STEPS = (150, 225)
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="APoT quantization on CIFAR (ResNet-20..110)")
+    p = ArgumentParser(description="APoT quantization on CIFAR (ResNet-20..110)")
     p.add_argument("-a", "--arch", default="res20", choices=sorted(ARCHS))
     p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5, 32],
                    help="bit-width of weights and activations of the block convs (32 = float)")

@@ -7,7 +7,6 @@
 --data is an ImageFolder root with train/ and val/. -b is the global batch, split over the
 processes. Only rank 0 writes the run folder; metrics are summed over all ranks.
 """
-import argparse
 import os
 import time
 
@@ -17,10 +16,10 @@ import torchvision
 from torchvision import transforms
 from tqdm import tqdm
 
-from apot.training import (UserError, all_reduce_sum, check_finite, cli_main, epoch_row,
-                           init_distributed, load_checkpoint, load_weights, pick_device,
-                           prepare_save_dir, report_final, restore_run, run_state, save_epoch,
-                           wrap_model, write_args)
+from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_finite, cli_main,
+                           epoch_row, init_distributed, load_checkpoint, load_weights,
+                           pick_device, prepare_save_dir, report_final, restore_run, run_state,
+                           save_epoch, wrap_model, write_args)
 from ImageNet.resnet import ARCHS
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -29,7 +28,7 @@ TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Wei
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="APoT quantization on ImageNet (ResNet-18/34/50)")
+    p = ArgumentParser(description="APoT quantization on ImageNet (ResNet-18/34/50)")
     p.add_argument("-a", "--arch", default="resnet18", choices=sorted(ARCHS))
     p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5, 32])
     p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])

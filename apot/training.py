@@ -1,5 +1,6 @@
 """Training plumbing shared by both dataset folders: checkpoints, state-dict checks, run logs,
 devices and distributed setup."""
+import argparse
 import csv
 import json
 import math
@@ -217,6 +218,13 @@ def all_reduce_sum(values, device):
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error: ...` line instead of a usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def cli_main(parser, run, argv=None):

@@ -198,7 +198,8 @@ def test_empty_class_folder_is_a_clear_error(tmp_path):
 
 def test_unsupported_bit_is_refused(tiny_imagenet, tmp_path):
     proc = run_script(MAIN, "--data", tiny_imagenet, "--bit", "8", *FAST, cwd=tmp_path)
-    assert_one_line_error(proc, r"--bit: invalid choice: 8")
+    assert_one_line_error(proc, r"^error: argument --bit: invalid choice: 8")
+    assert len(proc.stderr.strip().splitlines()) == 1
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 5\)"):
         QuantConv2d(3, 3, 3, bit=6)
 

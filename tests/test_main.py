@@ -106,7 +106,8 @@ def test_run_sh_chains_all_four_stages(tiny_cifar, tmp_path):
 
 def test_unsupported_bit_is_refused(tiny_cifar, tmp_path):
     proc = train(tmp_path, tiny_cifar, "--bit", "8")
-    assert_one_line_error(proc, r"--bit: invalid choice: 8")
+    assert_one_line_error(proc, r"^error: argument --bit: invalid choice: 8")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_missing_data_without_network(tmp_path):
