@@ -24,11 +24,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from apot.eightbit import codes_8bit
 from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
 from apot.levels import level_integers, weight_level_integers
 from apot.projection import project_index
 from apot.training import (ArgumentParser, UserError, atomic_save, cli_main, load_checkpoint,
-                           load_weights)
+                           load_weights, strip_module_prefix)
 from CIFAR.data import Normalize, load_cifar
 from CIFAR.quant_layer import QuantConv2d
 from CIFAR.resnet import ARCHS
@@ -38,17 +39,11 @@ FORMAT = "apot-int-v1"
 
 # --- export -------------------------------------------------------------------------------------
 
-def eightbit_codes(weight):
-    """Signed integer codes (int16: the signed-max scale reaches below -127) and their scale."""
-    m = weight.detach().max()
-    return weight.detach().div(m).mul(127).round().to(torch.int16), (m / 127).item()
-
-
 def export_conv(conv):
     """One QuantConv2d's codes and constants, from the same arithmetic as its forward pass."""
     wq = conv.weight_quant
     w = conv.weight.detach()
-    x = ((w - w.mean()) / w.std() / wq.wgt_alpha.detach()).clamp(-1, 1)
+    x = (wq.normalise(w) / wq.wgt_alpha.detach()).clamp(-1, 1)
     index = project_index(x.abs(), wq.mids)
     codes = weight_codes(x < 0, index, conv.bit) * (index > 0)  # zero carries no sign
     w_ints, w_denom = weight_level_integers(conv.bit, conv.quant)
@@ -71,8 +66,9 @@ def export_model(model, meta):
     out = {"format": FORMAT, **meta, "layers": {n: export_conv(m) for n, m in quant.items()},
            "float": rest}
     for name in ("conv1", "fc"):
-        codes, scale = eightbit_codes(getattr(model, name).weight)
-        out[name] = {"codes": codes, "scale": scale}
+        # int16: the signed-max scale puts codes below -127
+        codes, m = codes_8bit(getattr(model, name).weight)
+        out[name] = {"codes": codes.to(torch.int16), "scale": (m / 127).item()}
     return out
 
 
@@ -84,10 +80,10 @@ def load_quantized_model(path, arch, bit, quant):
         raise UserError(f"{path} does not record its bit-width: pass --bit")
     if bit == 32:
         raise UserError(f"{path} is a 32-bit checkpoint: only quantized models export to codes")
-    num_classes = ckpt["state_dict"].get("fc.weight", ckpt["state_dict"].get(
-        "module.fc.weight", torch.empty(10, 0))).shape[0]
+    state_dict = strip_module_prefix(ckpt["state_dict"])
+    num_classes = state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else 10
     model = ARCHS[arch](bit=bit, num_classes=num_classes, quant=quant)
-    load_weights(model, ckpt["state_dict"], path)  # strict: a missing alpha is another bit-width
+    load_weights(model, state_dict, path)  # strict: a missing alpha is another bit-width
     return model.eval(), dict(arch=arch, bit=bit, quant=quant, num_classes=num_classes)
 
 

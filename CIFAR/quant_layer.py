@@ -94,10 +94,13 @@ class weight_quantize_fn(nn.Module):
         self.register_buffer("levels", levels, persistent=False)
         self.register_buffer("mids", midpoints(levels), persistent=False)
 
+    @staticmethod
+    def normalise(weight):
+        """(W - mean) / std, statistics from the data only: no gradient flows through them."""
+        return (weight - weight.detach().mean()) / weight.detach().std()
+
     def forward(self, weight):
-        # Statistics from the data only: no gradient flows through mean and std.
-        mean, std = weight.detach().mean(), weight.detach().std()
-        return _WeightQuant.apply((weight - mean) / std, self.wgt_alpha, self.levels, self.mids)
+        return _WeightQuant.apply(self.normalise(weight), self.wgt_alpha, self.levels, self.mids)
 
 
 class QuantConv2d(nn.Conv2d):

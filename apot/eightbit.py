@@ -8,11 +8,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def codes_8bit(weight):
+    """(integer-valued float codes round(W / m * 127), m = max(W)): the grid of quantize_8bit."""
+    m = weight.detach().max()
+    return weight.detach().div(m).mul(127).round(), m
+
+
 def quantize_8bit(weight):
     """Weight on the max(W)/127 grid, with a straight-through gradient."""
-    m = weight.detach().max()
-    wq = weight.detach().div(m).mul(127).round().div(127).mul(m)
-    return (wq - weight).detach() + weight
+    codes, m = codes_8bit(weight)
+    return (codes.div(127).mul(m) - weight).detach() + weight
 
 
 class first_conv(nn.Conv2d):

@@ -1,5 +1,6 @@
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,14 @@ def run_script(*args, cwd=None, timeout=600, env=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(text):
+    return text.strip().splitlines()[-1]
+
+
+def assert_one_line_error(proc, pattern):
+    """Non-zero exit, no traceback, and the last stderr line matches pattern."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(pattern, last_line(proc.stderr)), proc.stderr

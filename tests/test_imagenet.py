@@ -10,7 +10,7 @@ import torchvision
 from PIL import Image
 
 from apot.levels import activation_levels, weight_levels
-from conftest import ROOT, run_script
+from conftest import ROOT, assert_one_line_error, last_line, run_script
 from ImageNet.quant_layer import QuantConv2d
 from ImageNet.resnet import ARCHS
 
@@ -139,10 +139,6 @@ def tiny_imagenet(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("imagenet"))
 
 
-def last_line(text):
-    return text.strip().splitlines()[-1]
-
-
 @pytest.mark.parametrize("bit", [4, 32])
 def test_train_and_evaluate_resnet18(bit, tiny_imagenet, tmp_path):
     proc = run_script(MAIN, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet, "-b", "4",
@@ -176,12 +172,6 @@ def test_torchrun_two_processes_checkpoint_from_rank0_and_resume(tiny_imagenet, 
     assert "resumed" in second.stdout
     assert torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)["epoch"] == 2
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 3
-
-
-def assert_one_line_error(proc, pattern):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert re.search(pattern, last_line(proc.stderr)), proc.stderr
 
 
 def test_missing_split_is_a_clear_error(tmp_path):

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 import torch
 
-from conftest import CIFAR_DIR, OFFICIAL, ROOT, needs_shared, run_script
+from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, last_line, needs_shared,
+                      run_script)
 
 MAIN = ROOT / "CIFAR" / "main.py"
 EAGER = {"APOT_COMPILE": "0"}  # compile warm-up would dominate these few-step runs
@@ -18,16 +19,6 @@ EAGER = {"APOT_COMPILE": "0"}  # compile warm-up would dominate these few-step r
 def train(tmp_path, data, *extra, save="run", env=EAGER):
     return run_script(MAIN, "-a", "res20", "--data", data, "--no-progress", "--save-dir",
                       tmp_path / save, *extra, cwd=tmp_path, env=env)
-
-
-def last_line(text):
-    return text.strip().splitlines()[-1]
-
-
-def assert_one_line_error(proc, pattern):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert re.search(pattern, last_line(proc.stderr)), proc.stderr
 
 
 def digest(path):
