@@ -1,6 +1,7 @@
 """Speed of the CIFAR training path, as ratios measured in one run (this machine is noisy).
 
-    python CIFAR/bench.py [--arch res20] [--bit 4] [--steps 20] [--data DIR]
+    python CIFAR/bench.py [--arch res20] [--bit 4] [--steps 20] [--data DIR] [--device cuda]
+                          [--epochs N] [--tf32]
 
 1. A training step (batch 128) of the b-bit model against the FP32 one, built and stepped
    exactly as main.py does (same model construction, channels_last, compiled quantizers).
@@ -9,55 +10,100 @@
    nearest-level search of the authors, on one activation tensor of the first stage.
 3. Making an epoch's batches (shuffle, crop, flip, normalise) against an FP32 epoch's steps,
    on the real training set when --data holds it, else on random images of the same size.
+4. With --epochs N: N whole epochs (main.py's train_one_epoch and evaluate, batch 128, on
+   random images of CIFAR-10's size held on the device) of each model, first FP32 then b-bit;
+   the first epoch includes compilation, the others give the seconds per epoch and the
+   projected length of a 300-epoch stage.
+Runs on the GPU when there is one (--device cpu to force the CPU), in IEEE FP32 unless --tf32.
 The last line is the step ratio: `<b>-bit/FP32 step ratio: X.XX`.
 """
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 
 from apot.levels import activation_levels
 from apot.projection import maybe_compile, midpoints, project
+from apot.training import set_float32_arithmetic
 from CIFAR.data import DataError, Normalize, load_cifar, train_batches
-from CIFAR.main import build_model, get_args_parser, make_optimizer, train_step
+from CIFAR.main import (build_model, evaluate, get_args_parser, make_optimizer, train_one_epoch,
+                        train_step)
+
+STAGE_EPOCHS = 300
+TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's
 
 
-def make_trainer(bit, arch):
-    args = get_args_parser().parse_args(["-a", arch, "--bit", str(bit)])
+def run_args(arch, bit):
+    return get_args_parser().parse_args(["-a", arch, "--bit", str(bit)])
+
+
+def make_trainer(bit, arch, device):
+    args = run_args(arch, bit)
     torch.manual_seed(0)
-    model = build_model(args)
+    model = build_model(args).to(device)
     model.train()
     return model, torch.nn.CrossEntropyLoss(), make_optimizer(model, args)
 
 
-def seconds(fn, reps=1):
+def sync(device):
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn, reps=1, device=None):
+    sync(device)
     start = time.perf_counter()
     for _ in range(reps):
         fn()
+    sync(device)
     return (time.perf_counter() - start) / reps
 
 
-def step_times(arch, bit, steps, batch):
-    normalize = Normalize("cifar10", "cpu")
+def step_times(arch, bit, steps, batch, device):
+    normalize = Normalize("cifar10", device)
     g = torch.Generator().manual_seed(0)
-    images = normalize(torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=g))
-    target = torch.randint(0, 10, (batch,), generator=g)
-    trainers = {32: make_trainer(32, arch), bit: make_trainer(bit, arch)}
+    images = normalize(torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8,
+                                     generator=g).to(device))
+    target = torch.randint(0, 10, (batch,), generator=g).to(device)
+    trainers = {32: make_trainer(32, arch, device), bit: make_trainer(bit, arch, device)}
     for trainer in trainers.values():  # warm-up, compilation included
         for _ in range(3):
             train_step(*trainer, images, target)
     times = {32: [], bit: []}
     for _ in range(steps):
         for b, trainer in trainers.items():
-            times[b].append(seconds(lambda: train_step(*trainer, images, target)))
+            times[b].append(seconds(partial(train_step, *trainer, images, target), device=device))
     return statistics.median(times[32]), statistics.median(times[bit])
 
 
-def projection_times(bit, reps=20):
-    levels = activation_levels(bit)
+def epoch_times(arch, bit, epochs, device):
+    """Seconds of each whole epoch (training and test pass) of `epochs` epochs, per bit-width."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (TRAIN_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (TRAIN_IMAGES,), generator=g)
+    train = (images.to(device), labels.to(device))
+    test = (train[0][:TEST_IMAGES], train[1][:TEST_IMAGES])
+    normalize = Normalize("cifar10", device)
+    ctx = {"rank": 0, "world": 1, "device": device, "quiet": True}
+
+    def one_epoch(trainer, args, epoch):
+        train_one_epoch(*trainer, train, normalize, epoch, args, ctx)
+        evaluate(*trainer[:2], test, normalize, ctx)
+
+    times = {}
+    for b in (32, bit):
+        trainer, args = make_trainer(b, arch, device), run_args(arch, b)
+        times[b] = [seconds(partial(one_epoch, trainer, args, e), device=device)
+                    for e in range(epochs)]
+    return times
+
+
+def projection_times(bit, device, reps=20):
+    levels = activation_levels(bit).to(device)
     mids = midpoints(levels)
-    x = torch.rand(128, 16, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(128, 16, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     ours = maybe_compile(project)
 
     def brute():
@@ -66,24 +112,38 @@ def projection_times(bit, reps=20):
 
     # They may differ only for inputs within float32 rounding of a midpoint.
     differ = (ours(x, levels, mids) != brute()).sum().item()
-    return seconds(lambda: ours(x, levels, mids), reps), seconds(brute, reps), differ
+    return (seconds(lambda: ours(x, levels, mids), reps, device), seconds(brute, reps, device),
+            differ)
 
 
-def data_epoch_time(data_dir, batch):
+def data_epoch_time(data_dir, batch, device):
     try:
         train_x = load_cifar(data_dir, download=False)[0]
         source = f"CIFAR-10 in {data_dir}"
     except DataError:
         train_x = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8)
         source = "50,000 random images"
-    train_y = torch.zeros(len(train_x), dtype=torch.long)
-    normalize = Normalize("cifar10", "cpu")
+    train_x = train_x.to(device)
+    train_y = torch.zeros(len(train_x), dtype=torch.long, device=device)
+    normalize = Normalize("cifar10", device)
 
     def one_epoch():
         for images, _ in train_batches(train_x, train_y, batch, seed=0, epoch=0):
             normalize(images)
 
-    return seconds(one_epoch), -(-len(train_x) // batch), source
+    return seconds(one_epoch, device=device), -(-len(train_x) // batch), source
+
+
+def report_epochs(times, bit):
+    for b, t in times.items():
+        name = "FP32" if b == 32 else f"{bit}-bit"
+        rest = statistics.median(t[1:]) if len(t) > 1 else t[0]
+        stage = (t[0] + (STAGE_EPOCHS - 1) * rest) / 60
+        print(f"{name} epoch ({-(-TRAIN_IMAGES // 128)} training steps + test pass): first {t[0]:.1f} s (compilation "
+              f"included), then median {rest:.2f} s; a {STAGE_EPOCHS}-epoch stage ~{stage:.1f} min")
+    if len(times[32]) > 1:
+        ratio = statistics.median(times[bit][1:]) / statistics.median(times[32][1:])
+        print(f"{bit}-bit/FP32 epoch ratio: {ratio:.2f}")
 
 
 def main():
@@ -93,21 +153,29 @@ def main():
     p.add_argument("--steps", default=20, type=int, help="timed steps per model")
     p.add_argument("--batch", default=128, type=int)
     p.add_argument("--data", default="./data", help="folder with cifar-10-batches-py/ (optional)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--epochs", default=0, type=int, help="whole epochs to time per model")
+    p.add_argument("--tf32", action="store_true", help="TensorFloat-32 convolutions on GPUs")
     args = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.arch}, batch {args.batch}, CPU")
+    device = torch.device(args.device)
+    set_float32_arithmetic(args.tf32)
+    where = (f"{torch.cuda.get_device_name(device)}, {'TF32' if args.tf32 else 'IEEE FP32'}"
+             if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {where}, {args.arch}, batch {args.batch}")
 
-    ours, brute, differ = projection_times(args.bit)
+    ours, brute, differ = projection_times(args.bit, device)
     print(f"projection of a 128x16x32x32 tensor onto {2**args.bit} levels: ours {ours * 1e3:.2f} ms, "
           f"brute-force |levels| x N {brute * 1e3:.2f} ms: {brute / ours:.1f}x faster "
           f"({differ} of 2,097,152 results differ: midpoint ties)")
 
-    fp32, quant = step_times(args.arch, args.bit, args.steps, args.batch)
-    data, steps, source = data_epoch_time(args.data, args.batch)
+    fp32, quant = step_times(args.arch, args.bit, args.steps, args.batch, device)
+    data, steps, source = data_epoch_time(args.data, args.batch, device)
     print(f"making an epoch's batches ({source}): {data:.2f} s = {100 * data / (fp32 * steps):.1f}% "
           f"of an FP32 epoch's {steps} steps ({fp32 * steps:.0f} s)")
     print(f"training step: FP32 {fp32 * 1e3:.0f} ms, {args.bit}-bit {quant * 1e3:.0f} ms "
           f"(median of {args.steps} interleaved steps each)")
+    if args.epochs:
+        report_epochs(epoch_times(args.arch, args.bit, args.epochs, device), args.bit)
     print(f"{args.bit}-bit/FP32 step ratio: {quant / fp32:.2f}")
 
 

@@ -51,11 +51,13 @@ def _download(root, dataset):
     cls[dataset](root, train=True, download=True)
 
 
-def load_cifar(root, dataset="cifar10", download=True):
+def load_cifar(root, dataset="cifar10", download=True, train=True):
     """(train_x, train_y, test_x, test_y): uint8 N x 3 x 32 x 32 images and int64 labels.
 
     A present folder is read as it is (no checksum: copies without the 'filenames' key are
-    valid); a missing one is downloaded with torchvision unless download is False.
+    valid); a missing one is downloaded with torchvision unless download is False. With
+    train=False the training files are neither read nor needed (evaluation), and train_x and
+    train_y are None.
     """
     sub, train_files, test_files, label_key = LAYOUT[dataset]
     folder = os.path.join(root, sub)
@@ -69,8 +71,8 @@ def load_cifar(root, dataset="cifar10", download=True):
             _download(root, dataset)
         except Exception as e:  # any network or archive failure gets the same advice
             raise DataError(f"{hint}; the download failed ({type(e).__name__}: {e})") from e
-    return (*_read_batches(folder, train_files, label_key),
-            *_read_batches(folder, test_files, label_key))
+    train_xy = _read_batches(folder, train_files, label_key) if train else (None, None)
+    return (*train_xy, *_read_batches(folder, test_files, label_key))
 
 
 class Normalize:

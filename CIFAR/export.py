@@ -207,7 +207,7 @@ def cmd_infer(args):
         float_model, _ = load_quantized_model(args.compare, blob["arch"], blob["bit"],
                                               blob["quant"])
     _, _, x, y = load_cifar(args.data, "cifar10" if blob["num_classes"] == 10 else "cifar100",
-                            download=False)
+                            download=False, train=False)
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     normalize = Normalize("cifar10" if blob["num_classes"] == 10 else "cifar100", "cpu")

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_finite, cli_main,
                            epoch_row, init_distributed, load_checkpoint, load_weights,
                            pick_device, prepare_save_dir, report_final, restore_run, run_state,
-                           save_epoch, wrap_model, write_args)
+                           save_epoch, set_float32_arithmetic, wrap_model, write_args)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -58,6 +58,8 @@ def get_args_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-compile", action="store_true",
                    help="run the quantizers eagerly (no torch.compile warm-up; slower steps)")
+    p.add_argument("--tf32", action="store_true",
+                   help="let GPUs use TensorFloat-32 in convolutions (faster; off: IEEE FP32)")
     return p
 
 
@@ -172,6 +174,7 @@ def start_run(model, args, rank, say):
 def run(args):
     rank, world, local_rank = init_distributed()
     device, dp_ids = pick_device(args.device, local_rank, world)
+    set_float32_arithmetic(args.tf32)
     say = print if rank == 0 else (lambda *a, **k: None)
     if device.type == "cpu":
         say("no GPU found: running on the CPU")
@@ -193,8 +196,8 @@ def run(args):
         if rank == 0:
             write_args(os.path.join(args.save_dir, "args.json"), args)
 
-    data = load_cifar(args.data, args.dataset, download=not args.no_download)
-    train_data = tuple(t.to(device) for t in data[:2])
+    data = load_cifar(args.data, args.dataset, download=not args.no_download,
+                      train=not args.evaluate)
     test_data = tuple(t.to(device) for t in data[2:])
     normalize = Normalize(args.dataset, device)
     net, eval_net = wrap_model(model, world, device, dp_ids)
@@ -203,6 +206,7 @@ def run(args):
         say(f"* Prec@1 {prec:.2f}")
         return
 
+    train_data = tuple(t.to(device) for t in data[:2])
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         lr = optimizer.param_groups[0]["lr"]

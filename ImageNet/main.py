@@ -19,7 +19,7 @@ from tqdm import tqdm
 from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_finite, cli_main,
                            epoch_row, init_distributed, load_checkpoint, load_weights,
                            pick_device, prepare_save_dir, report_final, restore_run, run_state,
-                           save_epoch, wrap_model, write_args)
+                           save_epoch, set_float32_arithmetic, wrap_model, write_args)
 from ImageNet.resnet import ARCHS
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -63,6 +63,8 @@ def get_args_parser():
     p.add_argument("--no-download", action="store_true",
                    help="never download (then --pretrained torchvision is an error)")
     p.add_argument("--no-compile", action="store_true", help="eager projection")
+    p.add_argument("--tf32", action="store_true",
+                   help="let GPUs use TensorFloat-32 in convolutions (faster; off: IEEE FP32)")
     return p
 
 
@@ -214,6 +216,7 @@ def evaluate_checkpoint(model, criterion, val_data, ctx, args, say):
 def run(args):
     rank, world, local_rank = init_distributed()
     device, dp_ids = pick_device(args.device, local_rank, world)
+    set_float32_arithmetic(args.tf32)
     say = print if rank == 0 else (lambda *a, **k: None)
     if device.type == "cpu":
         say("no GPU found: running on the CPU")

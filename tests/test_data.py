@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from CIFAR.data import PAD, DataError, Normalize, augment, load_cifar, train_batches
+from conftest import write_tiny_cifar
 
 
 def reference_augment(img, dy, dx, flip):
@@ -61,6 +62,19 @@ def test_reads_a_cifar_folder_without_checksums(tiny_cifar):
     train_x, train_y, test_x, test_y = load_cifar(tiny_cifar, download=False)
     assert train_x.shape == (60, 3, 32, 32) and train_x.dtype == torch.uint8
     assert test_x.shape == (40, 3, 32, 32) and len(test_y) == 40 and len(train_y) == 60
+
+
+def test_evaluation_reads_the_test_set_alone(tmp_path):
+    # -e on a machine that holds only test_batch (e.g. a GPU lent for a few minutes)
+    folder = tmp_path / "cifar-10-batches-py"
+    full = write_tiny_cifar(tmp_path / "full") / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes((full / "test_batch").read_bytes())
+    train_x, train_y, test_x, test_y = load_cifar(tmp_path, download=False, train=False)
+    assert train_x is None and train_y is None
+    assert torch.equal(test_x, load_cifar(full.parent, download=False)[2])
+    with pytest.raises(DataError, match="cannot read .*data_batch_1"):
+        load_cifar(tmp_path, download=False)
 
 
 def test_missing_folder_without_download_names_the_folder(tmp_path):

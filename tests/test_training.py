@@ -1,0 +1,62 @@
+"""apot.training helpers that the dataset folders share."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from apot.training import set_float32_arithmetic
+
+NEW_API = hasattr(torch.backends.cudnn, "conv")
+
+
+@pytest.fixture
+def restore_precision():
+    if NEW_API:
+        saved = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision,
+                 torch.backends.cuda.matmul.fp32_precision)
+    yield
+    if NEW_API:
+        (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision,
+         torch.backends.cuda.matmul.fp32_precision) = saved
+
+
+def precisions():
+    if NEW_API:
+        return (torch.backends.cudnn.conv.fp32_precision,
+                torch.backends.cuda.matmul.fp32_precision)
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.mark.skipif(not NEW_API, reason="this torch has only the allow_tf32 flags")
+def test_pytorch_default_lets_cudnn_convolutions_use_tf32():
+    # why set_float32_arithmetic exists: without it a GPU run is not FP32 arithmetic
+    # (a fresh interpreter: other tests may have run main.py in this one)
+    code = "import torch; print(torch.backends.cudnn.conv.fp32_precision)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "tf32"
+
+
+def test_float32_arithmetic_is_ieee_unless_tf32_is_asked_for(restore_precision):
+    set_float32_arithmetic(False)
+    assert precisions() == (("ieee", "ieee") if NEW_API else (False, False))
+    set_float32_arithmetic(True)
+    assert precisions() == (("tf32", "tf32") if NEW_API else (True, True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (none here)")
+def test_gpu_convolutions_are_ieee_fp32_unless_tf32(restore_precision):
+    # TF32 keeps 10 mantissa bits: about 1e-3 relative error, which flips quantization codes
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(64, 64, 16, 16, generator=g), torch.randn(64, 64, 3, 3, generator=g)
+    exact = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+
+    def rel_err():
+        out = torch.nn.functional.conv2d(x.cuda(), w.cuda(), padding=1).cpu().double()
+        return ((out - exact).abs().max() / exact.abs().max()).item()
+
+    set_float32_arithmetic(False)
+    assert rel_err() < 1e-5
+    set_float32_arithmetic(True)
+    if torch.cuda.get_device_capability()[0] >= 8:  # TF32 exists from Ampere on
+        assert rel_err() > 1e-5
