@@ -1,9 +1,10 @@
 """Training throughput of the ImageNet ResNets at 32 and b bits, as one run's ratio.
 
-    python ImageNet/bench.py [--arch resnet18] [--bit 4] [--batch 32] [--steps 5]
+    python ImageNet/bench.py [--arch resnet18] [--bit 4] [--batch 32] [--steps 5] [--tf32]
 
 Steps on random 224x224 images (no data loading), FP32 and b-bit steps interleaved, median of
-each; on the GPU when one is present (add --amp --channels-last as a training run would).
+each; on the GPU when one is present (add --amp --channels-last as a training run would), in
+IEEE FP32 unless --tf32, as main.py.
 """
 import argparse
 import statistics
@@ -11,6 +12,7 @@ import time
 
 import torch
 
+from apot.training import set_float32_arithmetic
 from ImageNet.main import build_model
 
 
@@ -22,8 +24,10 @@ def main():
     p.add_argument("--steps", default=5, type=int)
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--tf32", action="store_true", help="TensorFloat-32 convolutions on GPUs")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    set_float32_arithmetic(args.tf32)
     x = torch.randn(args.batch, 3, 224, 224, device=device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -52,7 +56,8 @@ def main():
             step(b)
             if i >= 2:
                 times[b].append(time.perf_counter() - start)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    name = (f"{torch.cuda.get_device_name()} ({'TF32' if args.tf32 else 'IEEE FP32'})"
+            if device.type == "cuda" else "CPU")
     med = {b: statistics.median(t) for b, t in times.items()}
     print(f"{args.arch}, batch {args.batch}, 224x224, {name}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
