@@ -106,6 +106,25 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
     assert (tmp_path / "res20_curves.png").stat().st_size > 1000
 
 
+def test_results_table_is_computed_from_the_logs(tmp_path):
+    from CIFAR.plot_curves import find_runs
+    from CIFAR.results_table import table
+    logs = {32: [(90.0, 60), (91.5, 70), (91.2, 80)], 4: [(91.0, 100), (91.4, 90), (91.4, 110)],
+            3: [(88.0, 100)]}
+    for bit, rows in logs.items():
+        run = tmp_path / f"res20_{bit}bit"
+        run.mkdir()
+        body = "".join(f"{e},0.1,1.0,50.0,1.0,{acc},0,{sec}\n" for e, (acc, sec) in enumerate(rows))
+        (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
+                                     "seconds\n" + body)
+    lines = table(find_runs(tmp_path, "res20"), epochs=3).splitlines()
+    assert lines[2] == "| FP32 | 3/3 | 91.50 (1) | 91.20 |  | 70 | 91.6 | 92.96 | 92.90 |"
+    # best at its first epoch (model_best is replaced only on a strictly higher accuracy)
+    assert lines[3] == "| 4-bit | 3/3 | 91.40 (1) | 91.40 | +0.10 | 100 | 92.3 | 92.45 | 92.56 |"
+    assert lines[4] == "| 3-bit | 1/3 | 88.00 (0) | not finished |  | 100 | 92.2 | 92.49 | 92.53 |"
+    assert lines[5].startswith("| 2-bit | not run yet |")
+
+
 def test_reads_cifar100_fine_labels(tmp_path):
     import pickle
     folder = tmp_path / "cifar-100-python"

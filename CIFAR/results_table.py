@@ -1,0 +1,60 @@
+"""The README's reproducibility table, computed from the run folders' log.csv files.
+
+    python CIFAR/results_table.py [--results result] [--arch res20] [--epochs 300]
+
+One markdown row per stage (FP32, 4, 3, 2 bits): epochs done, our best test accuracy and its
+epoch (what model_best.pth.tar holds), the final epoch's accuracy, the drop of our best from our
+FP32 best, the median wall time of an epoch, then the reference numbers of APOT_SPEC.md (the
+paper, the authors' README, an independent rerun of the authors' code: not ours). A stage that
+has not reached --epochs says so instead of a final accuracy or a drop.
+"""
+import argparse
+import statistics
+
+from CIFAR.plot_curves import find_runs
+
+STAGES = (32, 4, 3, 2)
+REFERENCE = {  # ResNet-20 on CIFAR-10, as APOT_SPEC.md prints them: (paper, README, rerun)
+    32: ("91.6", "92.96", "92.90"), 4: ("92.3", "92.45", "92.56"), 3: ("92.2", "92.49", "92.53"),
+    2: ("91.0", "90.96", "91.02"),
+}
+COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "drop from our FP32",
+           "s/epoch (median)", "paper", "authors' README", "rerun of the authors' code")
+
+
+def stage_cells(rows, epochs, fp32_best):
+    """(epochs, best, final, drop, seconds) cells of one stage's log rows."""
+    acc = [float(r["test_acc"]) for r in rows]
+    best = max(acc)
+    best_epoch = int(rows[acc.index(best)]["epoch"])  # the first epoch that reached it
+    seconds = statistics.median(float(r["seconds"]) for r in rows)
+    done = len(rows) >= epochs
+    final = f"{acc[-1]:.2f}" if done else "not finished"
+    drop = f"{fp32_best - best:+.2f}" if done and fp32_best is not None else ""
+    return (f"{len(rows)}/{epochs}", f"{best:.2f} ({best_epoch})", final, drop, f"{seconds:.0f}")
+
+
+def table(runs, epochs):
+    fp32 = runs.get(32)
+    fp32_best = (max(float(r["test_acc"]) for r in fp32)
+                 if fp32 and len(fp32) >= epochs else None)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for bit in STAGES:
+        name = "FP32" if bit == 32 else f"{bit}-bit"
+        ours = (stage_cells(runs[bit], epochs, None if bit == 32 else fp32_best)
+                if bit in runs else ("not run yet", "", "", "", ""))
+        lines.append("| " + " | ".join((name, *ours, *REFERENCE[bit])) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default="result")
+    p.add_argument("--arch", default="res20")
+    p.add_argument("--epochs", default=300, type=int, help="epochs of a finished stage")
+    args = p.parse_args()
+    print(table(find_runs(args.results, args.arch), args.epochs))
+
+
+if __name__ == "__main__":
+    main()
