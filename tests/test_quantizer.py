@@ -53,6 +53,20 @@ def test_projection_sends_exact_midpoints_to_the_lower_level():
     assert project(torch.tensor([-5.0, 7.0]), levels, mids).tolist() == [0.0, 1.0]
 
 
+@pytest.mark.parametrize("B", [2, 3, 4, 5])
+def test_training_projection_and_export_codes_agree_on_every_tie(B, mode):
+    # project (training) and project_index (integer export) state the tie rule separately
+    from apot.projection import maybe_compile, project_index
+    levels = activation_levels(B)
+    mids = midpoints(levels)
+    near = torch.stack([mids, torch.nextafter(mids, mids + 1), torch.nextafter(mids, mids - 1)])
+    x = torch.cat([near.flatten(), levels, torch.rand(10_000, generator=torch.Generator()
+                                                      .manual_seed(B)) * 1.4 - 0.2])
+    codes = project_index(x, mids)
+    assert torch.equal(maybe_compile(project)(x, levels, mids), levels[codes])
+    assert torch.equal(codes[:len(mids)], torch.arange(len(mids)))  # a midpoint goes down
+
+
 @pytest.mark.parametrize("family", ["apot", "pot", "uniform"])
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
 def test_distinct_values_per_layer(bit, family):
