@@ -39,8 +39,12 @@ def run_args(arch, bit):
     return get_args_parser().parse_args(["-a", arch, "--bit", str(bit)])
 
 
-def make_trainer(bit, arch, device):
-    args = run_args(arch, bit)
+def random_images(n, generator):
+    """n uint8 CIFAR-size images: speed does not depend on the pixels."""
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
+
+
+def make_trainer(args, device):
     torch.manual_seed(0)
     model = build_model(args).to(device)
     model.train()
@@ -64,10 +68,9 @@ def seconds(fn, reps=1, device=None):
 def step_times(arch, bit, steps, batch, device):
     normalize = Normalize("cifar10", device)
     g = torch.Generator().manual_seed(0)
-    images = normalize(torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8,
-                                     generator=g).to(device))
+    images = normalize(random_images(batch, g).to(device))
     target = torch.randint(0, 10, (batch,), generator=g).to(device)
-    trainers = {32: make_trainer(32, arch, device), bit: make_trainer(bit, arch, device)}
+    trainers = {b: make_trainer(run_args(arch, b), device) for b in (32, bit)}
     for trainer in trainers.values():  # warm-up, compilation included
         for _ in range(3):
             train_step(*trainer, images, target)
@@ -79,9 +82,9 @@ def step_times(arch, bit, steps, batch, device):
 
 
 def epoch_times(arch, bit, epochs, device):
-    """Seconds of each whole epoch (training and test pass) of `epochs` epochs, per bit-width."""
+    """({bit: seconds of each whole epoch (training and test pass)}, training steps an epoch)."""
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (TRAIN_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=g)
+    images = random_images(TRAIN_IMAGES, g)
     labels = torch.randint(0, 10, (TRAIN_IMAGES,), generator=g)
     train = (images.to(device), labels.to(device))
     test = (train[0][:TEST_IMAGES], train[1][:TEST_IMAGES])
@@ -94,10 +97,11 @@ def epoch_times(arch, bit, epochs, device):
 
     times = {}
     for b in (32, bit):
-        trainer, args = make_trainer(b, arch, device), run_args(arch, b)
+        args = run_args(arch, b)
+        trainer = make_trainer(args, device)
         times[b] = [seconds(partial(one_epoch, trainer, args, e), device=device)
                     for e in range(epochs)]
-    return times
+    return times, -(-TRAIN_IMAGES // args.batch_size)
 
 
 def projection_times(bit, device, reps=20):
@@ -121,8 +125,8 @@ def data_epoch_time(data_dir, batch, device):
         train_x = load_cifar(data_dir, download=False)[0]
         source = f"CIFAR-10 in {data_dir}"
     except DataError:
-        train_x = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8)
-        source = "50,000 random images"
+        train_x = random_images(TRAIN_IMAGES, None)
+        source = f"{TRAIN_IMAGES:,d} random images"
     train_x = train_x.to(device)
     train_y = torch.zeros(len(train_x), dtype=torch.long, device=device)
     normalize = Normalize("cifar10", device)
@@ -134,12 +138,12 @@ def data_epoch_time(data_dir, batch, device):
     return seconds(one_epoch, device=device), -(-len(train_x) // batch), source
 
 
-def report_epochs(times, bit):
+def report_epochs(times, steps, bit):
     for b, t in times.items():
         name = "FP32" if b == 32 else f"{bit}-bit"
         rest = statistics.median(t[1:]) if len(t) > 1 else t[0]
         stage = (t[0] + (STAGE_EPOCHS - 1) * rest) / 60
-        print(f"{name} epoch ({-(-TRAIN_IMAGES // 128)} training steps + test pass): first {t[0]:.1f} s (compilation "
+        print(f"{name} epoch ({steps} training steps + test pass): first {t[0]:.1f} s (compilation "
               f"included), then median {rest:.2f} s; a {STAGE_EPOCHS}-epoch stage ~{stage:.1f} min")
     if len(times[32]) > 1:
         ratio = statistics.median(times[bit][1:]) / statistics.median(times[32][1:])
@@ -175,7 +179,7 @@ def main():
     print(f"training step: FP32 {fp32 * 1e3:.0f} ms, {args.bit}-bit {quant * 1e3:.0f} ms "
           f"(median of {args.steps} interleaved steps each)")
     if args.epochs:
-        report_epochs(epoch_times(args.arch, args.bit, args.epochs, device), args.bit)
+        report_epochs(*epoch_times(args.arch, args.bit, args.epochs, device), args.bit)
     print(f"{args.bit}-bit/FP32 step ratio: {quant / fp32:.2f}")
 
 

@@ -10,15 +10,19 @@ from apot.training import set_float32_arithmetic
 NEW_API = hasattr(torch.backends.cudnn, "conv")
 
 
+FLAGS = ([(torch.backends.cudnn.conv, "fp32_precision"),
+          (torch.backends.cudnn.rnn, "fp32_precision"),
+          (torch.backends.cuda.matmul, "fp32_precision")] if NEW_API else
+         [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")])
+
+
 @pytest.fixture
 def restore_precision():
-    if NEW_API:
-        saved = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision,
-                 torch.backends.cuda.matmul.fp32_precision)
+    """Put back whatever flags set_float32_arithmetic changes, new API or legacy one."""
+    saved = [getattr(owner, name) for owner, name in FLAGS]
     yield
-    if NEW_API:
-        (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision,
-         torch.backends.cuda.matmul.fp32_precision) = saved
+    for (owner, name), value in zip(FLAGS, saved):
+        setattr(owner, name, value)
 
 
 def precisions():
