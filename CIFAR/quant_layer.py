@@ -121,6 +121,14 @@ class QuantConv2d(nn.Conv2d):
     def quantize_input(self, x):
         return _ActQuant.apply(x, self.act_alpha, self.act_levels, self.act_mids)
 
+    def export_terms(self):
+        """What apot.export needs: x = clamp(normalised weight / alpha_w, -1, 1), whose |x| the
+        forward projects, the level family, both alphas and both midpoint sets."""
+        wq = self.weight_quant
+        x = (wq.normalise(self.weight.detach()) / wq.wgt_alpha.detach()).clamp(-1, 1)
+        return dict(x=x, bit=self.bit, family=self.quant, w_alpha=wq.wgt_alpha.item(),
+                    w_mids=wq.mids, a_alpha=self.act_alpha.item(), a_mids=self.act_mids)
+
     def forward(self, x):
         return F.conv2d(self.quantize_input(x), self.weight_quant(self.weight), self.bias,
                         self.stride, self.padding, self.dilation, self.groups)

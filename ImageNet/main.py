@@ -20,7 +20,7 @@ from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_fini
                            epoch_row, init_distributed, load_checkpoint, load_weights,
                            pick_device, prepare_save_dir, report_final, restore_run, run_state,
                            save_epoch, set_float32_arithmetic, wrap_model, write_args)
-from ImageNet.resnet import ARCHS
+from ImageNet.resnet import ARCHS, build_resnet
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
@@ -68,26 +68,35 @@ def get_args_parser():
     return p
 
 
+def split_transform(split, size):
+    """The authors' transforms: resize to 8/7 of the crop, random crop and flip for training,
+    centre crop for validation."""
+    resize = transforms.Resize(round(size * 8 / 7))
+    crop = ([transforms.RandomCrop(size), transforms.RandomHorizontalFlip()] if split == "train"
+            else [transforms.CenterCrop(size)])
+    return transforms.Compose([resize, *crop, transforms.ToTensor(),
+                               transforms.Normalize(MEAN, STD)])
+
+
+def split_folder(root, split, need="train/ and val/"):
+    folder = os.path.join(root, split)
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder} not found: --data must hold {need}, each with one folder of "
+                        "images per class")
+    return folder
+
+
+def image_folder(folder, split, size):
+    try:
+        return torchvision.datasets.ImageFolder(folder, split_transform(split, size))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UserError(f"{folder}: {e}") from e
+
+
 def image_folders(root, size):
     """(train, val) ImageFolders with the authors' transforms; clear errors for a bad layout."""
-    normalize = transforms.Normalize(MEAN, STD)
-    resize = round(size * 8 / 7)
-    tfs = {"train": transforms.Compose([transforms.Resize(resize), transforms.RandomCrop(size),
-                                        transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                                        normalize]),
-           "val": transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size),
-                                      transforms.ToTensor(), normalize])}
-    for split in tfs:
-        if not os.path.isdir(os.path.join(root, split)):
-            raise UserError(f"{os.path.join(root, split)} not found: --data must hold train/ and "
-                            "val/, each with one folder of images per class")
-    sets = {}
-    for split, tf in tfs.items():
-        folder = os.path.join(root, split)
-        try:
-            sets[split] = torchvision.datasets.ImageFolder(folder, tf)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise UserError(f"{folder}: {e}") from e
+    folders = {split: split_folder(root, split) for split in ("train", "val")}
+    sets = {split: image_folder(folder, split, size) for split, folder in folders.items()}
     if sets["train"].classes != sets["val"].classes:
         raise UserError(f"train/ and val/ under {root} have different class folders")
     return sets["train"], sets["val"]
@@ -194,8 +203,7 @@ def evaluate(model, criterion, data, ctx, args):
 
 
 def build_model(args, num_classes):
-    power, additive = args.quant != "uniform", args.quant == "apot"
-    model = ARCHS[args.arch](bit=args.bit, num_classes=num_classes, power=power, additive=additive)
+    model = build_resnet(args.arch, args.bit, num_classes, args.quant)
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 

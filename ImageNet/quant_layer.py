@@ -73,20 +73,32 @@ class QuantConv2d(nn.Conv2d):
         self.bit = bit
         if bit == 32:
             return
-        family = "uniform" if not power else ("apot" if additive else "pot")
+        self.family = "uniform" if not power else ("apot" if additive else "pot")
         self.act_alpha = nn.Parameter(torch.tensor(ACT_ALPHA_INIT))
         self.weight_alpha = nn.Parameter(torch.tensor(WEIGHT_ALPHA_INIT))
-        for name, levels in (("weight", weight_levels(bit, family)),
-                             ("act", activation_levels(bit, family))):
+        for name, levels in (("weight", weight_levels(bit, self.family)),
+                             ("act", activation_levels(bit, self.family))):
             self.register_buffer(f"{name}_levels", levels, persistent=False)
             self.register_buffer(f"{name}_mids", midpoints(levels), persistent=False)
 
-    def quantized_weight(self):
+    def normalised_weight(self):
         w = self.weight
-        w_norm = (w - w.mean()) / w.std()  # differentiable normalisation
+        return (w - w.mean()) / w.std()  # differentiable normalisation
+
+    def quantized_weight(self):
+        w_norm = self.normalised_weight()
         if self.bit == 2:
             return quantize_weight_ternary(w_norm, self.weight_alpha)
         return quantize_weight(w_norm, self.weight_alpha, self.weight_levels, self.weight_mids)
+
+    def export_terms(self):
+        """What apot.export needs: x = clamp(normalised weight / alpha_w, -1, 1), whose |x| the
+        forward projects (at 2 bits rounds, the same as projecting onto {0, 1}), the level
+        family, both alphas and both midpoint sets."""
+        with torch.no_grad():
+            x = (self.normalised_weight() / self.weight_alpha).clamp(-1, 1)
+        return dict(x=x, bit=self.bit, family=self.family, w_alpha=self.weight_alpha.item(),
+                    w_mids=self.weight_mids, a_alpha=self.act_alpha.item(), a_mids=self.act_mids)
 
     def forward(self, x):
         if self.bit == 32:

@@ -51,3 +51,9 @@ def resnet50(bit=32, num_classes=1000, power=True, additive=True):
 
 
 ARCHS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
+
+
+def build_resnet(arch, bit, num_classes, quant="apot"):
+    """ARCHS[arch] with the level family named as on the command line: apot, pot or uniform."""
+    return ARCHS[arch](bit=bit, num_classes=num_classes, power=quant != "uniform",
+                       additive=quant == "apot")

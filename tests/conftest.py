@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -37,6 +38,26 @@ def write_tiny_cifar(root, n_train=64, n_test=40, classes=10, seed=0):
 @pytest.fixture(scope="session")
 def tiny_cifar(tmp_path_factory):
     return write_tiny_cifar(tmp_path_factory.mktemp("data"))
+
+
+def make_image_folder(root, classes=3, train=4, val=2, empty_class=False):
+    """An ImageFolder root with train/ and val/ of random 40x44 PNGs, one folder per class."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            if empty_class and c == classes - 1:
+                continue
+            for i in range(n):
+                pixels = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("imagenet"))
 
 
 def run_script(*args, cwd=None, timeout=600, env=None):

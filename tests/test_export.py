@@ -1,4 +1,5 @@
-"""Integer export and shift-add inference (CIFAR/export.py, apot/intmath.py)."""
+"""Integer export and shift-add inference (apot/export.py, apot/intmath.py and the two command
+lines, CIFAR/export.py and ImageNet/export.py)."""
 import re
 
 import numpy as np
@@ -8,11 +9,15 @@ import torch
 from apot.intmath import (int_conv2d, pack_codes, set_bits, shift_add_product,
                           split_weight_codes, unpack_codes, weight_codes)
 from apot.levels import level_integers, level_set, weight_level_integers, weight_levels
-from conftest import CIFAR_DIR, OFFICIAL, ROOT, needs_shared, run_script
-from CIFAR.export import IntConv, export_conv
+from apot.export import IntConv, export_conv
+from apot.training import UserError
 from CIFAR.quant_layer import QuantConv2d
+from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, make_image_folder,
+                      needs_shared, run_script)
+from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d
 
 EXPORT = ROOT / "CIFAR" / "export.py"
+IMAGENET_EXPORT = ROOT / "ImageNet" / "export.py"
 FAMILIES = ["apot", "pot", "uniform"]
 
 
@@ -71,20 +76,39 @@ def test_int_conv2d_equals_an_integer_reference():
     assert ops["shifts"] > 0 and ops["adds"] > 0
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("bit", [2, 3, 4, 5])
-def test_integer_conv_equals_the_float_fake_quant_conv(bit, family, monkeypatch):
-    monkeypatch.setenv("APOT_COMPILE", "0")
-    torch.manual_seed(bit)
-    conv = QuantConv2d(8, 16, 3, stride=1, padding=1, bit=bit, quant=family).eval()
+def quant_conv(variant, bit, family, stride):
+    """A quantized conv of either variant, with alphas set where the levels are well used."""
+    if variant == "CIFAR":
+        conv = QuantConv2d(8, 16, 3, stride=stride, padding=1, bit=bit, quant=family)
+        w_alpha = conv.weight_quant.wgt_alpha
+    else:
+        conv = ImageNetQuantConv2d(8, 16, 3, stride=stride, padding=1, bit=bit,
+                                   power=family != "uniform", additive=family == "apot")
+        w_alpha = conv.weight_alpha
     with torch.no_grad():
         conv.act_alpha.fill_(2.5)
-        conv.weight_quant.wgt_alpha.fill_(1.7 if bit > 2 else 0.8)
+        w_alpha.fill_(1.7 if bit > 2 else 0.8)
+    return conv.eval()
+
+
+@pytest.mark.parametrize("variant", ["CIFAR", "ImageNet"])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("bit", [2, 3, 4, 5])
+def test_integer_conv_equals_the_float_fake_quant_conv(bit, family, variant, monkeypatch):
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    torch.manual_seed(bit)
+    conv = quant_conv(variant, bit, family, stride=1 if variant == "CIFAR" else 2)
     x = torch.relu(torch.randn(4, 8, 9, 9) * 1.5)
     with torch.no_grad():
         ref = conv(x)
         out = IntConv(export_conv(conv))(x)
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_export_refuses_grouped_convs():
+    conv = ImageNetQuantConv2d(8, 16, 3, padding=1, groups=2, bit=4)
+    with pytest.raises(UserError, match="groups 2: only square, undilated, ungrouped convs"):
+        export_conv(conv)
 
 
 def test_export_refuses_corrupt_and_full_precision_checkpoints(tmp_path):
@@ -141,3 +165,53 @@ def test_authors_checkpoints_run_on_integers(bit, tmp_path):
     float_acc = float(re.search(r"fake-quant model: top-1 (\d+\.\d+)", proc.stdout).group(1))
     agree = int(re.search(r"agree on (\d+) of", proc.stdout).group(1))
     assert agree >= 0.998 * n and abs(int_acc - float_acc) <= 100 / n + 1e-9
+
+
+def calibrated_imagenet_checkpoint(path, bit, monkeypatch):
+    """A resnet18 checkpoint as ImageNet/main.py writes one, with BatchNorm statistics from
+    random images (see the CIFAR test above for why)."""
+    from ImageNet.resnet import build_resnet
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    torch.manual_seed(0)
+    model = build_resnet("resnet18", bit, num_classes=3)
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.momentum = None
+    with torch.no_grad():
+        model(torch.randn(16, 3, 32, 32))
+    torch.save({"state_dict": model.state_dict(), "arch": "resnet18", "bit": bit,
+                "quant": "apot"}, path)
+    return path
+
+
+def test_imagenet_export_and_infer_end_to_end(tiny_imagenet, tmp_path, monkeypatch):
+    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4, monkeypatch)
+    out = tmp_path / "r18.apot"  # the default name: r18.pth.tar -> r18.apot
+    proc = run_script(IMAGENET_EXPORT, "export", ckpt, "--image-size", "32", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file()
+    assert "operations for one 32x32 image:" in proc.stdout
+    assert "19 quantized convs" in proc.stdout  # 8 blocks of 2, 3 downsampling 1x1 convs
+    assert re.search(r"^conv1 \(8-bit\)\s+[\d,]+\s+0\s+0\s+[\d,]+$", proc.stdout, re.M)
+    proc = run_script(IMAGENET_EXPORT, "infer", out, "--data", tiny_imagenet, "--compare", ckpt,
+                      "--image-size", "32", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "integer path: top-1" in proc.stdout and "predictions agree on 6 of 6" in proc.stdout
+
+
+def test_each_command_line_refuses_the_other_variants_files(tmp_path, monkeypatch):
+    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 2, monkeypatch)
+    proc = run_script(EXPORT, "export", ckpt, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*r18\.pth\.tar holds a resnet18 model, not one of "
+                                r"CIFAR's \(res110, res20")
+    out = tmp_path / "r18.apot"
+    proc = run_script(IMAGENET_EXPORT, "export", ckpt, "--out", out, "--image-size", "16",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_script(EXPORT, "infer", out, "--data", tmp_path, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*r18\.apot holds a resnet18 model, not one of CIFAR's")
+    proc = run_script(IMAGENET_EXPORT, "infer", out, "--data", tmp_path, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*val not found: --data must hold val/, each with one")
+    two = make_image_folder(tmp_path / "two", classes=2)
+    proc = run_script(IMAGENET_EXPORT, "infer", out, "--data", two, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*val has 2 class folders, the model 3 classes$")

@@ -1,16 +1,14 @@
 """The ImageNet variant: quantizer gradients against float64 references, torchvision-layout
-ResNets, and main.py end to end on a tiny ImageFolder made here."""
+ResNets, and main.py end to end on a tiny ImageFolder (conftest's)."""
 import re
 import subprocess
 
-import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
 
 from apot.levels import activation_levels, weight_levels
-from conftest import ROOT, assert_one_line_error, last_line, run_script
+from conftest import ROOT, assert_one_line_error, last_line, make_image_folder, run_script
 from ImageNet.quant_layer import QuantConv2d
 from ImageNet.resnet import ARCHS
 
@@ -118,25 +116,6 @@ def test_torchvision_weights_load_into_every_bit_width():
     missing = load_weights(model, tv.state_dict(), "torchvision", may_miss=lambda k: "alpha" in k)
     assert missing and all(k.endswith("alpha") for k in missing)
     assert torch.equal(model.layer1[0].conv1.weight, tv.layer1[0].conv1.weight)
-
-
-def make_image_folder(root, classes=3, train=4, val=2, empty_class=False):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("val", val)):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            if empty_class and c == classes - 1:
-                continue
-            for i in range(n):
-                pixels = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_imagenet(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("imagenet"))
 
 
 @pytest.mark.parametrize("bit", [4, 32])

@@ -1,0 +1,311 @@
+"""Integer export of APoT-quantized ResNets and their shift-and-add inference, for both variants.
+
+`CIFAR/export.py` and `ImageNet/export.py` are the command lines; each passes a `Variant` (its
+models, its quantized conv class and its test data) to `main`:
+
+    python CIFAR/export.py export CKPT --bit 4 [-a res20] [--out model.apot]
+    python CIFAR/export.py infer model.apot --data DIR [--compare CKPT] [--limit N]
+
+`export` reads a quantized checkpoint (ours, or the authors' with --bit), writes one file with,
+per quantized conv, the b-bit weight codes (sign bit and level index, bit-packed), the layer's
+rescale (weight alpha over the weight levels' integer denominator, times the activation alpha
+over the activation levels' denominator; the weight normalisation needs nothing more, as the
+fake-quant model does not multiply the std back) and the activation alpha and level integers;
+and for the rest what inference needs: 9-bit-or-more signed codes and a scale for the 8-bit
+first conv and last fc, BatchNorm, the fc bias. It prints both file sizes and the operation
+counts for one image.
+
+`infer` reads only that file: every quantized conv turns its input into activation codes, takes
+their level integers, and accumulates sum_e (weight-bit-e mask @ activations) << e in int64,
+i.e. additions, subtractions and shifts, then rescales once. BatchNorm, ReLU, pooling, the
+residual adds and the 8-bit first/last layers stay in float. With --compare it also runs the
+float fake-quant model of the checkpoint and reports how often the predictions agree.
+"""
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from apot.eightbit import codes_8bit, first_conv, last_fc
+from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
+from apot.levels import level_integers, weight_level_integers
+from apot.projection import project_index
+from apot.training import (ArgumentParser, UserError, atomic_save, cli_main, load_checkpoint,
+                           load_weights, strip_module_prefix)
+
+FORMAT = "apot-int-v1"
+
+
+@dataclass
+class Variant:
+    """What the CIFAR and ImageNet command lines differ in."""
+    name: str             # the folder, for messages
+    archs: dict           # arch -> builder(bit, num_classes, quant) of the float fake-quant model
+    default_arch: str
+    conv_type: type       # the quantized conv, with an export_terms() method
+    default_classes: int  # when a checkpoint has no fc.weight to tell
+    image_size: int       # the side of the images (the operation counts are for one)
+    eval_batches: Callable  # (args, num_classes) -> (n, iterable of (images, target))
+    resizable: bool = False  # the models take other sizes: --image-size is offered
+
+
+# --- export -------------------------------------------------------------------------------------
+
+def check_geometry(conv):
+    """int_conv2d computes square, undilated, ungrouped convolutions: the ResNets' only kind."""
+    if (conv.groups != 1 or conv.dilation != (1, 1) or conv.kernel_size[0] != conv.kernel_size[1]
+            or conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1]):
+        raise UserError(f"cannot export a conv with kernel {conv.kernel_size}, stride "
+                        f"{conv.stride}, padding {conv.padding}, dilation {conv.dilation}, groups "
+                        f"{conv.groups}: only square, undilated, ungrouped convs are supported")
+
+
+def export_conv(conv):
+    """One quantized conv's codes and constants, from the same arithmetic as its forward pass."""
+    check_geometry(conv)
+    t = conv.export_terms()
+    x, bit = t["x"], t["bit"]
+    index = project_index(x.abs(), t["w_mids"])
+    codes = weight_codes(x < 0, index, bit) * (index > 0)  # zero carries no sign
+    w_ints, w_denom = weight_level_integers(bit, t["family"])
+    a_ints, a_denom = level_integers(bit, t["family"])
+    return {"shape": list(x.shape), "stride": conv.stride[0], "padding": conv.padding[0],
+            "bit": bit, "codes": pack_codes(codes.numpy(), bit),
+            "w_level_ints": w_ints, "a_level_ints": a_ints, "a_alpha": t["a_alpha"],
+            "a_mids": t["a_mids"].clone(),
+            "scale": t["w_alpha"] / w_denom * t["a_alpha"] / a_denom}
+
+
+def eightbit_layers(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, (first_conv, last_fc))}
+
+
+def export_model(model, meta, conv_type):
+    quant = {n: m for n, m in model.named_modules() if isinstance(m, conv_type)}
+    if not quant:
+        raise UserError("the checkpoint has no quantized convs (a 32-bit model): nothing to export")
+    eightbit = eightbit_layers(model)
+    prefixes, codes_instead = tuple(f"{n}." for n in quant), {f"{n}.weight" for n in eightbit}
+    rest = {k: v for k, v in model.state_dict().items()
+            if not k.startswith(prefixes) and k not in codes_instead}
+    out = {"format": FORMAT, **meta, "layers": {n: export_conv(m) for n, m in quant.items()},
+           "float": rest}
+    for name, layer in eightbit.items():
+        # int16: the signed-max scale puts codes below -127
+        codes, m = codes_8bit(layer.weight)
+        out[name] = {"codes": codes.to(torch.int16), "scale": (m / 127).item()}
+    return out
+
+
+def load_quantized_model(path, variant, arch, bit, quant):
+    ckpt = load_checkpoint(path)
+    arch, bit = ckpt.get("arch", arch), ckpt.get("bit", bit)
+    quant = ckpt.get("quant", quant)
+    if arch not in variant.archs:
+        raise UserError(f"{path} holds a {arch} model, not one of {variant.name}'s "
+                        f"({', '.join(sorted(variant.archs))})")
+    if bit is None:
+        raise UserError(f"{path} does not record its bit-width: pass --bit")
+    if bit == 32:
+        raise UserError(f"{path} is a 32-bit checkpoint: only quantized models export to codes")
+    state_dict = strip_module_prefix(ckpt["state_dict"])
+    num_classes = (state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict
+                   else variant.default_classes)
+    model = variant.archs[arch](bit=bit, num_classes=num_classes, quant=quant)
+    load_weights(model, state_dict, path)  # strict: a missing alpha is another bit-width
+    return model.eval(), dict(arch=arch, bit=bit, quant=quant, num_classes=num_classes)
+
+
+# --- integer inference --------------------------------------------------------------------------
+
+class IntConv(nn.Module):
+    """A quantized conv computed from the exported codes with integer shifts and adds."""
+
+    def __init__(self, layer):
+        super().__init__()
+        o, c, k, _ = layer["shape"]
+        codes = unpack_codes(layer["codes"], layer["bit"], o * c * k * k).view(o, c, k, k)
+        sign, index = split_weight_codes(codes, layer["bit"])
+        self.w_sign, self.w_int = sign, layer["w_level_ints"][index]
+        self.a_ints, self.a_mids = layer["a_level_ints"], layer["a_mids"]
+        self.a_alpha, self.scale = layer["a_alpha"], layer["scale"]
+        self.stride, self.padding = layer["stride"], layer["padding"]
+        self.ops = None
+
+    def activation_codes(self, x):
+        return project_index((x / self.a_alpha).clamp(max=1), self.a_mids)
+
+    def forward(self, x):
+        a_int = self.a_ints[self.activation_codes(x)]
+        acc, self.ops = int_conv2d(a_int, self.w_sign, self.w_int, self.stride, self.padding)
+        return acc.to(torch.float32) * self.scale
+
+
+def load_export(path, variant):
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read {path}: {type(e).__name__}") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise UserError(f"{path} is not an exported APoT model ({FORMAT})")
+    if blob["arch"] not in variant.archs:
+        raise UserError(f"{path} holds a {blob['arch']} model, not one of {variant.name}'s")
+    return blob
+
+
+def plain_copy(layer):
+    """A float nn.Conv2d / nn.Linear of the same geometry as an 8-bit layer."""
+    if isinstance(layer, nn.Conv2d):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                         layer.padding, bias=layer.bias is not None)
+    return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+
+
+def set_submodule(model, name, module):
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def build_int_model(blob, variant):
+    """The network of the exported file: the float skeleton with its quantized convs replaced."""
+    model = variant.archs[blob["arch"]](bit=blob["bit"], num_classes=blob["num_classes"],
+                                        quant=blob["quant"])
+    for name, layer in blob["layers"].items():
+        set_submodule(model, name, IntConv(layer))
+    eightbit = {name: plain_copy(layer) for name, layer in eightbit_layers(model).items()}
+    for name, layer in eightbit.items():
+        set_submodule(model, name, layer)
+    model.load_state_dict(blob["float"], strict=False)
+    with torch.no_grad():
+        for name, layer in eightbit.items():
+            layer.weight.copy_(blob[name]["codes"].float() * blob[name]["scale"])
+    return model.eval()
+
+
+# --- cost report --------------------------------------------------------------------------------
+
+def cost_report(int_model, image_size):
+    """Per layer, for one image: float multiplications vs the integer path's shifts/adds."""
+    rows = []
+    hooks = []
+
+    def record(name):
+        def hook(module, inputs, output):
+            if isinstance(module, IntConv):
+                o, c, k = module.w_int.shape[0], module.w_int.shape[1], module.w_int.shape[2]
+                mults = output.shape[2] * output.shape[3] * o * c * k * k
+                rows.append((name, mults, module.ops["shifts"], module.ops["adds"], 0))
+            else:
+                w = module.weight
+                per_out = w[0].numel()
+                positions = output[0].numel() // w.shape[0]
+                n = positions * w.shape[0] * per_out
+                rows.append((name + " (8-bit)", n, 0, 0, n))
+        return hook
+
+    for name, m in int_model.named_modules():
+        if isinstance(m, (IntConv, nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(record(name)))
+    with torch.no_grad():
+        int_model(torch.zeros(1, 3, image_size, image_size))
+    for h in hooks:
+        h.remove()
+    return rows
+
+
+def print_cost(rows, image_size):
+    print(f"operations for one {image_size}x{image_size} image:")
+    print(f"{'layer':28s} {'float mults':>12s} {'APoT shifts':>12s} {'APoT adds':>12s} "
+          f"{'8-bit mults':>12s}")
+    for name, mults, shifts, adds, m8 in rows:
+        print(f"{name:28s} {mults:12,d} {shifts:12,d} {adds:12,d} {m8:12,d}")
+    tot = [sum(r[i] for r in rows) for i in range(1, 5)]
+    print(f"{'total':28s} {tot[0]:12,d} {tot[1]:12,d} {tot[2]:12,d} {tot[3]:12,d}")
+    q = sum(r[1] for r in rows if r[4] == 0)
+    print(f"quantized convs: {q:,d} float multiplications become {tot[1]:,d} shifts and "
+          f"{tot[2]:,d} additions; the 8-bit first/last layers keep {tot[3]:,d} multiplications")
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+def default_out(checkpoint):
+    """model_best.pth.tar -> model_best.apot, beside it."""
+    base = checkpoint
+    for ext in (".tar", ".pth", ".pt"):
+        base = base.removesuffix(ext)
+    return base + ".apot"
+
+
+def cmd_export(args, variant):
+    model, meta = load_quantized_model(args.checkpoint, variant, args.arch, args.bit, args.quant)
+    blob = export_model(model, meta, variant.conv_type)
+    out = args.out or default_out(args.checkpoint)
+    atomic_save(blob, out)
+    print(f"wrote {out}: {os.path.getsize(out):,d} bytes "
+          f"(float checkpoint {args.checkpoint}: {os.path.getsize(args.checkpoint):,d} bytes, "
+          f"{os.path.getsize(args.checkpoint) / os.path.getsize(out):.1f}x larger)")
+    weights = sum(v["codes"].numel() for v in blob["layers"].values())
+    print(f"{len(blob['layers'])} quantized convs, {weights:,d} bytes of {meta['bit']}-bit codes")
+    rows = cost_report(build_int_model(load_export(out, variant), variant), args.image_size)
+    print_cost(rows, args.image_size)
+
+
+@torch.no_grad()
+def cmd_infer(args, variant):
+    blob = load_export(args.file, variant)
+    int_model = build_int_model(blob, variant)
+    float_model = None
+    if args.compare:
+        float_model, _ = load_quantized_model(args.compare, variant, blob["arch"], blob["bit"],
+                                              blob["quant"])
+    n, batches = variant.eval_batches(args, blob["num_classes"])
+    int_ok = float_ok = agree = 0
+    for images, target in tqdm(batches, total=math.ceil(n / args.batch),
+                               disable=args.no_progress):
+        pred = int_model(images).argmax(1)
+        int_ok += (pred == target).sum().item()
+        if float_model is not None:
+            fpred = float_model(images).argmax(1)
+            float_ok += (fpred == target).sum().item()
+            agree += (fpred == pred).sum().item()
+    print(f"integer path: top-1 {100 * int_ok / n:.2f} on {n} test images")
+    if float_model is not None:
+        print(f"float fake-quant model: top-1 {100 * float_ok / n:.2f}; predictions agree on "
+              f"{agree} of {n} ({100 * agree / n:.2f}%)")
+
+
+def get_args_parser(variant):
+    p = ArgumentParser(description=f"APoT integer export and shift-add inference ({variant.name})")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="checkpoint -> integer codes file")
+    e.add_argument("checkpoint")
+    e.add_argument("-a", "--arch", default=variant.default_arch, choices=sorted(variant.archs))
+    e.add_argument("--bit", type=int, choices=[2, 3, 4, 5], default=None,
+                   help="bit-width (needed for checkpoints that do not record it)")
+    e.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
+    e.add_argument("--out", default="")
+    i = sub.add_parser("infer", help=f"integer inference on the {variant.name} test images")
+    i.add_argument("file")
+    i.add_argument("--data", default="./data")
+    i.add_argument("--compare", default="", metavar="CKPT", help="also run this float model")
+    i.add_argument("--limit", type=int, default=0, help="only the first N test images")
+    i.add_argument("--batch", type=int, default=100)
+    i.add_argument("--no-progress", action="store_true")
+    for sub_parser in (e, i):
+        if variant.resizable:
+            sub_parser.add_argument("--image-size", type=int, default=variant.image_size,
+                                    help="image side: of the test crops, and of the image the "
+                                    "operation counts are for")
+        else:
+            sub_parser.set_defaults(image_size=variant.image_size)
+    return p
+
+
+def main(variant, argv=None):
+    os.environ.setdefault("APOT_COMPILE", "0")  # a few batches: compilation would not pay off
+    commands = {"export": cmd_export, "infer": cmd_infer}
+    cli_main(get_args_parser(variant), lambda args: commands[args.command](args, variant), argv)
