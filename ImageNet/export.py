@@ -7,9 +7,8 @@ The machinery (file layout, integer conv, operation counts) is apot/export.py's,
 the CIFAR models'; this file names the ImageNet models and reads DIR/val/ (an ImageFolder) with
 main.py's validation transform (--image-size, 224 by default, the side of the centre crop and
 of the image that the operation counts are for).
-The integer path runs int64 matrix products on the CPU, about 0.9 s for one 224x224 image of a
-4-bit ResNet-18 on 2 cores (the float fake-quant model: 0.2 s), so --limit is for a check and the
-whole validation set for patience.
+The integer path runs int64 matrix products on the CPU, slower than the float
+fake-quant model: --limit is for a check, the whole validation set for patience.
 """
 from functools import partial
 

@@ -31,6 +31,11 @@ def check_bit(bit):
                          " or 32 (full precision)")
 
 
+def family_flags(family):
+    """The authors' (power, additive) switches for a level family named apot, pot or uniform."""
+    return {"power": family != "uniform", "additive": family == "apot"}
+
+
 def straight_through(x, q):
     """q in the forward pass, the identity's gradient in the backward pass."""
     return (q - x).detach() + x

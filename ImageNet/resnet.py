@@ -8,7 +8,7 @@ conv below 32 bits) and torchvision's ImageNet weights load by name.
 import torch.nn as nn
 import torchvision
 
-from .quant_layer import QuantConv2d, check_bit, first_conv, last_fc
+from .quant_layer import QuantConv2d, check_bit, family_flags, first_conv, last_fc
 
 
 def _swap_conv(conv, new_cls, **kwargs):
@@ -55,5 +55,4 @@ ARCHS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
 
 def build_resnet(arch, bit, num_classes, quant="apot"):
     """ARCHS[arch] with the level family named as on the command line: apot, pot or uniform."""
-    return ARCHS[arch](bit=bit, num_classes=num_classes, power=quant != "uniform",
-                       additive=quant == "apot")
+    return ARCHS[arch](bit=bit, num_classes=num_classes, **family_flags(quant))

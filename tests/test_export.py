@@ -14,7 +14,7 @@ from apot.training import UserError
 from CIFAR.quant_layer import QuantConv2d
 from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, make_image_folder,
                       needs_shared, run_script)
-from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d
+from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d, family_flags
 
 EXPORT = ROOT / "CIFAR" / "export.py"
 IMAGENET_EXPORT = ROOT / "ImageNet" / "export.py"
@@ -83,7 +83,7 @@ def quant_conv(variant, bit, family, stride):
         w_alpha = conv.weight_quant.wgt_alpha
     else:
         conv = ImageNetQuantConv2d(8, 16, 3, stride=stride, padding=1, bit=bit,
-                                   power=family != "uniform", additive=family == "apot")
+                                   **family_flags(family))
         w_alpha = conv.weight_alpha
     with torch.no_grad():
         conv.act_alpha.fill_(2.5)
