@@ -1,7 +1,7 @@
 """Speed of the CIFAR training path, as ratios measured in one run (this machine is noisy).
 
     python CIFAR/bench.py [--arch res20] [--bit 4] [--steps 20] [--data DIR] [--device cuda]
-                          [--epochs N] [--tf32]
+                          [--epochs N] [--tf32] [--compile-model]
 
 1. A training step (batch 128) of the b-bit model against the FP32 one, built and stepped
    exactly as main.py does (same model construction, channels_last, compiled quantizers).
@@ -14,7 +14,8 @@
    random images of CIFAR-10's size held on the device) of each model, first FP32 then b-bit;
    the first epoch includes compilation, the others give the seconds per epoch and the
    projected length of a 300-epoch stage.
-Runs on the GPU when there is one (--device cpu to force the CPU), in IEEE FP32 unless --tf32.
+Runs on the GPU when there is one (--device cpu to force the CPU), in IEEE FP32 unless --tf32;
+--compile-model times steps and epochs as main.py --compile-model runs them.
 The last line is the step ratio: `<b>-bit/FP32 step ratio: X.XX`.
 """
 import argparse
@@ -28,15 +29,16 @@ from apot.levels import activation_levels
 from apot.projection import maybe_compile, midpoints, project
 from apot.training import set_float32_arithmetic
 from CIFAR.data import DataError, Normalize, load_cifar, train_batches
-from CIFAR.main import (build_model, evaluate, get_args_parser, make_optimizer, train_one_epoch,
-                        train_step)
+from CIFAR.main import (build_model, compile_whole, evaluate, get_args_parser, make_optimizer,
+                        train_one_epoch, train_step)
 
 STAGE_EPOCHS = 300
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's
 
 
-def run_args(arch, bit):
-    return get_args_parser().parse_args(["-a", arch, "--bit", str(bit)])
+def run_args(arch, bit, extra=()):
+    """main.py's arguments for this model; extra: more main.py flags (--compile-model)."""
+    return get_args_parser().parse_args(["-a", arch, "--bit", str(bit), *extra])
 
 
 def random_images(n, generator):
@@ -48,7 +50,8 @@ def make_trainer(args, device):
     torch.manual_seed(0)
     model = build_model(args).to(device)
     model.train()
-    return model, torch.nn.CrossEntropyLoss(), make_optimizer(model, args)
+    net = compile_whole(model) if args.compile_model else model
+    return net, torch.nn.CrossEntropyLoss(), make_optimizer(model, args)
 
 
 def sync(device):
@@ -65,12 +68,12 @@ def seconds(fn, reps=1, device=None):
     return (time.perf_counter() - start) / reps
 
 
-def step_times(arch, bit, steps, batch, device):
+def step_times(arch, bit, steps, batch, device, extra):
     normalize = Normalize("cifar10", device)
     g = torch.Generator().manual_seed(0)
     images = normalize(random_images(batch, g).to(device))
     target = torch.randint(0, 10, (batch,), generator=g).to(device)
-    trainers = {b: make_trainer(run_args(arch, b), device) for b in (32, bit)}
+    trainers = {b: make_trainer(run_args(arch, b, extra), device) for b in (32, bit)}
     for trainer in trainers.values():  # warm-up, compilation included
         for _ in range(3):
             train_step(*trainer, images, target)
@@ -81,7 +84,7 @@ def step_times(arch, bit, steps, batch, device):
     return statistics.median(times[32]), statistics.median(times[bit])
 
 
-def epoch_times(arch, bit, epochs, device):
+def epoch_times(arch, bit, epochs, device, extra):
     """({bit: seconds of each whole epoch (training and test pass)}, training steps an epoch)."""
     g = torch.Generator().manual_seed(0)
     images = random_images(TRAIN_IMAGES, g)
@@ -97,7 +100,7 @@ def epoch_times(arch, bit, epochs, device):
 
     times = {}
     for b in (32, bit):
-        args = run_args(arch, b)
+        args = run_args(arch, b, extra)
         trainer = make_trainer(args, device)
         times[b] = [seconds(partial(one_epoch, trainer, args, e), device=device)
                     for e in range(epochs)]
@@ -160,26 +163,30 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--epochs", default=0, type=int, help="whole epochs to time per model")
     p.add_argument("--tf32", action="store_true", help="TensorFloat-32 convolutions on GPUs")
+    p.add_argument("--compile-model", action="store_true",
+                   help="time the models as main.py --compile-model runs them")
     args = p.parse_args()
+    extra = ["--compile-model"] if args.compile_model else []
     device = torch.device(args.device)
     set_float32_arithmetic(args.tf32)
     where = (f"{torch.cuda.get_device_name(device)}, {'TF32' if args.tf32 else 'IEEE FP32'}"
              if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads")
-    print(f"torch {torch.__version__}, {where}, {args.arch}, batch {args.batch}")
+    print(f"torch {torch.__version__}, {where}, {args.arch}, batch {args.batch}"
+          + (", whole model compiled (--compile-model)" if args.compile_model else ""))
 
     ours, brute, differ = projection_times(args.bit, device)
     print(f"projection of a 128x16x32x32 tensor onto {2**args.bit} levels: ours {ours * 1e3:.2f} ms, "
           f"brute-force |levels| x N {brute * 1e3:.2f} ms: {brute / ours:.1f}x faster "
           f"({differ} of 2,097,152 results differ: midpoint ties)")
 
-    fp32, quant = step_times(args.arch, args.bit, args.steps, args.batch, device)
+    fp32, quant = step_times(args.arch, args.bit, args.steps, args.batch, device, extra)
     data, steps, source = data_epoch_time(args.data, args.batch, device)
     print(f"making an epoch's batches ({source}): {data:.2f} s = {100 * data / (fp32 * steps):.1f}% "
           f"of an FP32 epoch's {steps} steps ({fp32 * steps:.0f} s)")
     print(f"training step: FP32 {fp32 * 1e3:.0f} ms, {args.bit}-bit {quant * 1e3:.0f} ms "
           f"(median of {args.steps} interleaved steps each)")
     if args.epochs:
-        report_epochs(*epoch_times(args.arch, args.bit, args.epochs, device), args.bit)
+        report_epochs(*epoch_times(args.arch, args.bit, args.epochs, device, extra), args.bit)
     print(f"{args.bit}-bit/FP32 step ratio: {quant / fp32:.2f}")
 
 

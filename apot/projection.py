@@ -44,13 +44,14 @@ def compile_enabled():
 
 def maybe_compile(fn):
     """fn compiled on its first call (dynamic shapes: one compile for every batch and layer
-    shape), or fn itself when compilation is disabled at that time."""
+    shape), or fn itself when compilation is disabled at that time, or when the caller is being
+    compiled already (main.py's --compile-model), which then traces fn into its own graph."""
     compiled = None
 
     @functools.wraps(fn)
     def wrapper(*args):
         nonlocal compiled
-        if not compile_enabled():
+        if torch.compiler.is_compiling() or not compile_enabled():
             return fn(*args)
         if compiled is None:
             compiled = torch.compile(fn, dynamic=True)

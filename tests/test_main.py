@@ -178,6 +178,53 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_checkpoint(run_with_checkpoi
     assert digest(run / "checkpoint.pth.tar") == before
 
 
+@pytest.fixture
+def main_in_process(monkeypatch, tmp_path):
+    """CIFAR.main.main, run in this process from tmp_path with eager quantizers."""
+    import CIFAR.main as main_mod
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    monkeypatch.chdir(tmp_path)
+    return main_mod
+
+
+def test_compile_model_trains_as_the_uncompiled_model(main_in_process, trained, tiny_cifar,
+                                                      tmp_path, monkeypatch):
+    """--compile-model traces the whole model, custom autograd Functions included, into one
+    graph, without a break, also with the quantizers' own compilation on (as users run it).
+    Inductor's codegen is too slow on 2 CPU cores for a test, so the graph runs with the
+    aot_eager backend, which executes the traced forward and backward op by op."""
+    from torch._dynamo.utils import counters
+    monkeypatch.setenv("APOT_COMPILE", "1")
+    counters.clear()
+    compiled = []
+
+    def compile_aot_eager(model):
+        compiled.append(model)
+        return torch.compile(model, backend="aot_eager")
+
+    monkeypatch.setattr(main_in_process, "compile_whole", compile_aot_eager)
+    main_in_process.main(["-a", "res20", "--bit", "4", "--epochs", "2", "--lr", "0.04",
+                          "--data", str(tiny_cifar), "--no-progress", "--compile-model",
+                          "--save-dir", str(tmp_path / "run")])
+    assert len(compiled) == 1 and not counters["graph_break"], dict(counters["graph_break"])
+    ours = torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)["state_dict"]
+    eager = torch.load(trained[0] / "checkpoint.pth.tar", weights_only=True)["state_dict"]
+    assert ours.keys() == eager.keys()  # the bare model's keys, no _orig_mod. prefix
+    for k in eager:
+        assert torch.equal(ours[k], eager[k]), k
+
+
+def test_compile_model_refuses_several_processes(main_in_process, tiny_cifar, tmp_path,
+                                                 monkeypatch, capsys):
+    monkeypatch.setattr(main_in_process, "init_distributed", lambda: (0, 2, 0))
+    with pytest.raises(SystemExit) as exit_info:
+        main_in_process.main(["--bit", "4", "--data", str(tiny_cifar), "--compile-model",
+                              "--save-dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 1
+    assert re.search(r"^error: --compile-model trains on one device", capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
 def test_torchrun_two_processes_train_with_ddp(tiny_cifar, tmp_path):
     proc = subprocess.run(
         ["torchrun", "--standalone", "--nproc_per_node", "2", MAIN, "-a", "res20", "--bit", "4",
