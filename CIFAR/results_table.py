@@ -7,10 +7,15 @@ epoch (what model_best.pth.tar holds), the final epoch's accuracy, the drop of o
 FP32 best, the median wall time of an epoch, then the reference numbers of APOT_SPEC.md (the
 paper, the authors' README, an independent rerun of the authors' code: not ours). A stage that
 has not reached --epochs says so instead of a final accuracy or a drop.
+
+Below the table, for each finished stage, the spread of its test accuracy over the last lr
+phase (from epoch 225 on, where the step schedule's lr is 0.001 of the stage's): how far apart
+the best and any other epoch of a nearly converged run are, from test-set noise alone.
 """
 import argparse
 import statistics
 
+from CIFAR.main import LR_STEPS
 from CIFAR.plot_curves import find_runs
 
 STAGES = (32, 4, 3, 2)
@@ -47,13 +52,32 @@ def table(runs, epochs):
     return "\n".join(lines)
 
 
+def last_phase_spread(runs, epochs, start):
+    """One line per finished stage: mean, sd, min and max test accuracy from epoch `start` on."""
+    lines = []
+    for bit in STAGES:
+        rows = runs.get(bit, [])
+        if len(rows) < epochs:
+            continue
+        acc = [float(r["test_acc"]) for r in rows if int(r["epoch"]) >= start]
+        name = "FP32" if bit == 32 else f"{bit}-bit"
+        lines.append(f"{name}, epochs {start}-{epochs - 1}: test accuracy mean "
+                     f"{statistics.mean(acc):.2f}, sd {statistics.stdev(acc):.2f}, "
+                     f"min {min(acc):.2f}, max {max(acc):.2f}")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default="result")
     p.add_argument("--arch", default="res20")
     p.add_argument("--epochs", default=300, type=int, help="epochs of a finished stage")
     args = p.parse_args()
-    print(table(find_runs(args.results, args.arch), args.epochs))
+    runs = find_runs(args.results, args.arch)
+    print(table(runs, args.epochs))
+    spread = last_phase_spread(runs, args.epochs, LR_STEPS[-1])
+    if spread:
+        print("\n" + spread)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
 
 def test_results_table_is_computed_from_the_logs(tmp_path):
     from CIFAR.plot_curves import find_runs
-    from CIFAR.results_table import table
+    from CIFAR.results_table import last_phase_spread, table
     logs = {32: [(90.0, 60), (91.5, 70), (91.2, 80)], 4: [(91.0, 100), (91.4, 90), (91.4, 110)],
             3: [(88.0, 100)]}
     for bit, rows in logs.items():
@@ -123,6 +123,10 @@ def test_results_table_is_computed_from_the_logs(tmp_path):
     assert lines[3] == "| 4-bit | 3/3 | 91.40 (1) | 91.40 | +0.10 | 100 | 92.3 | 92.45 | 92.56 |"
     assert lines[4] == "| 3-bit | 1/3 | 88.00 (0) | not finished |  | 100 | 92.2 | 92.49 | 92.53 |"
     assert lines[5].startswith("| 2-bit | not run yet |")
+    # finished stages only; epochs 1-2: FP32 91.5, 91.2 (sample sd 0.212), 4-bit 91.4, 91.4
+    assert last_phase_spread(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines() == [
+        "FP32, epochs 1-2: test accuracy mean 91.35, sd 0.21, min 91.20, max 91.50",
+        "4-bit, epochs 1-2: test accuracy mean 91.40, sd 0.00, min 91.40, max 91.40"]
 
 
 def test_reads_cifar100_fine_labels(tmp_path):
