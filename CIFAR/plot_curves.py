@@ -16,6 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def stage_name(bit):
+    return "FP32" if bit == 32 else f"{bit}-bit"
+
+
 def find_runs(results, arch):
     runs = {}
     for log in Path(results).glob(f"{arch}_*bit/log.csv"):
@@ -31,9 +35,8 @@ def plot(runs, arch, out):
     for bit, rows in runs.items():
         epochs = [int(r["epoch"]) for r in rows]
         acc = [float(r["test_acc"]) for r in rows]
-        label = "FP32" if bit == 32 else f"{bit}-bit"
         best = max(acc)
-        ax.plot(epochs, acc, lw=1.2, label=f"{label}: best {best:.2f}, {len(rows)} epochs")
+        ax.plot(epochs, acc, lw=1.2, label=f"{stage_name(bit)}: best {best:.2f}, {len(rows)} epochs")
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{arch} on CIFAR-10, our runs (CIFAR/run.sh)")

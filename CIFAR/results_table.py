@@ -16,7 +16,7 @@ import argparse
 import statistics
 
 from CIFAR.main import LR_STEPS
-from CIFAR.plot_curves import find_runs
+from CIFAR.plot_curves import find_runs, stage_name
 
 STAGES = (32, 4, 3, 2)
 REFERENCE = {  # ResNet-20 on CIFAR-10, as APOT_SPEC.md prints them: (paper, README, rerun)
@@ -45,10 +45,9 @@ def table(runs, epochs):
                  if fp32 and len(fp32) >= epochs else None)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for bit in STAGES:
-        name = "FP32" if bit == 32 else f"{bit}-bit"
         ours = (stage_cells(runs[bit], epochs, None if bit == 32 else fp32_best)
                 if bit in runs else ("not run yet", "", "", "", ""))
-        lines.append("| " + " | ".join((name, *ours, *REFERENCE[bit])) + " |")
+        lines.append("| " + " | ".join((stage_name(bit), *ours, *REFERENCE[bit])) + " |")
     return "\n".join(lines)
 
 
@@ -60,8 +59,7 @@ def last_phase_spread(runs, epochs, start):
         if len(rows) < epochs:
             continue
         acc = [float(r["test_acc"]) for r in rows if int(r["epoch"]) >= start]
-        name = "FP32" if bit == 32 else f"{bit}-bit"
-        lines.append(f"{name}, epochs {start}-{epochs - 1}: test accuracy mean "
+        lines.append(f"{stage_name(bit)}, epochs {start}-{epochs - 1}: test accuracy mean "
                      f"{statistics.mean(acc):.2f}, sd {statistics.stdev(acc):.2f}, "
                      f"min {min(acc):.2f}, max {max(acc):.2f}")
     return "\n".join(lines)

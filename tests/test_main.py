@@ -156,28 +156,6 @@ def test_an_existing_run_is_not_overwritten(run_with_checkpoint, tiny_cifar, tmp
     assert digest(run / "checkpoint.pth.tar") == before
 
 
-def test_nan_loss_stops_with_an_error_and_keeps_the_checkpoint(run_with_checkpoint, tiny_cifar,
-                                                               tmp_path, monkeypatch, capsys):
-    run, before = run_with_checkpoint
-    import CIFAR.main as main_mod
-
-    class NanLoss(torch.nn.CrossEntropyLoss):
-        def forward(self, output, target):
-            return super().forward(output, target) * float("nan")
-
-    monkeypatch.setenv("APOT_COMPILE", "0")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(main_mod.nn, "CrossEntropyLoss", NanLoss)
-    with pytest.raises(SystemExit) as exit_info:
-        main_mod.main(["-a", "res20", "--bit", "4", "--epochs", "3", "--data", str(tiny_cifar),
-                       "--no-progress", "--save-dir", str(run), "--resume",
-                       str(run / "checkpoint.pth.tar")])
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
-    assert re.search(r"^error: loss is nan at epoch 2 step 0: training diverged", last_line(err))
-    assert digest(run / "checkpoint.pth.tar") == before
-
-
 @pytest.fixture
 def main_in_process(monkeypatch, tmp_path):
     """CIFAR.main.main, run in this process from tmp_path with eager quantizers."""
@@ -185,6 +163,26 @@ def main_in_process(monkeypatch, tmp_path):
     monkeypatch.setenv("APOT_COMPILE", "0")
     monkeypatch.chdir(tmp_path)
     return main_mod
+
+
+def test_nan_loss_stops_with_an_error_and_keeps_the_checkpoint(run_with_checkpoint,
+                                                               main_in_process, tiny_cifar,
+                                                               monkeypatch, capsys):
+    run, before = run_with_checkpoint
+
+    class NanLoss(torch.nn.CrossEntropyLoss):
+        def forward(self, output, target):
+            return super().forward(output, target) * float("nan")
+
+    monkeypatch.setattr(main_in_process.nn, "CrossEntropyLoss", NanLoss)
+    with pytest.raises(SystemExit) as exit_info:
+        main_in_process.main(["-a", "res20", "--bit", "4", "--epochs", "3", "--data",
+                              str(tiny_cifar), "--no-progress", "--save-dir", str(run),
+                              "--resume", str(run / "checkpoint.pth.tar")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^error: loss is nan at epoch 2 step 0: training diverged", last_line(err))
+    assert digest(run / "checkpoint.pth.tar") == before
 
 
 def test_compile_model_trains_as_the_uncompiled_model(main_in_process, trained, tiny_cifar,
