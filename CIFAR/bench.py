@@ -27,7 +27,7 @@ import torch
 
 from apot.levels import activation_levels
 from apot.projection import maybe_compile, midpoints, project
-from apot.training import set_float32_arithmetic
+from apot.training import set_float32_arithmetic, stage_name
 from CIFAR.data import DataError, Normalize, load_cifar, train_batches
 from CIFAR.main import (build_model, compile_whole, evaluate, get_args_parser, make_optimizer,
                         train_one_epoch, train_step)
@@ -143,7 +143,7 @@ def data_epoch_time(data_dir, batch, device):
 
 def report_epochs(times, steps, bit):
     for b, t in times.items():
-        name = "FP32" if b == 32 else f"{bit}-bit"
+        name = stage_name(b)
         rest = statistics.median(t[1:]) if len(t) > 1 else t[0]
         stage = (t[0] + (STAGE_EPOCHS - 1) * rest) / 60
         print(f"{name} epoch ({steps} training steps + test pass): first {t[0]:.1f} s (compilation "
@@ -168,8 +168,8 @@ def main():
     args = p.parse_args()
     extra = ["--compile-model"] if args.compile_model else []
     device = torch.device(args.device)
-    set_float32_arithmetic(args.tf32)
-    where = (f"{torch.cuda.get_device_name(device)}, {'TF32' if args.tf32 else 'IEEE FP32'}"
+    arithmetic = set_float32_arithmetic(args.tf32)
+    where = (f"{torch.cuda.get_device_name(device)}, {arithmetic}"
              if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads")
     print(f"torch {torch.__version__}, {where}, {args.arch}, batch {args.batch}"
           + (", whole model compiled (--compile-model)" if args.compile_model else ""))

@@ -15,9 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def stage_name(bit):
-    return "FP32" if bit == 32 else f"{bit}-bit"
+from apot.training import stage_name  # noqa: E402
 
 
 def find_runs(results, arch):

@@ -15,8 +15,9 @@ the best and any other epoch of a nearly converged run are, from test-set noise 
 import argparse
 import statistics
 
+from apot.training import stage_name
 from CIFAR.main import LR_STEPS
-from CIFAR.plot_curves import find_runs, stage_name
+from CIFAR.plot_curves import find_runs
 
 STAGES = (32, 4, 3, 2)
 REFERENCE = {  # ResNet-20 on CIFAR-10, as APOT_SPEC.md prints them: (paper, README, rerun)

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from apot.training import set_float32_arithmetic
+from apot.training import set_float32_arithmetic, stage_name
 from ImageNet.main import build_model
 
 
@@ -27,7 +27,7 @@ def main():
     p.add_argument("--tf32", action="store_true", help="TensorFloat-32 convolutions on GPUs")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    set_float32_arithmetic(args.tf32)
+    arithmetic = set_float32_arithmetic(args.tf32)
     x = torch.randn(args.batch, 3, 224, 224, device=device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -56,14 +56,13 @@ def main():
             step(b)
             if i >= 2:
                 times[b].append(time.perf_counter() - start)
-    name = (f"{torch.cuda.get_device_name()} ({'TF32' if args.tf32 else 'IEEE FP32'})"
+    name = (f"{torch.cuda.get_device_name()} ({arithmetic})"
             if device.type == "cuda" else "CPU")
     med = {b: statistics.median(t) for b, t in times.items()}
     print(f"{args.arch}, batch {args.batch}, 224x224, {name}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     for b, t in med.items():
-        label = "FP32" if b == 32 else f"{b}-bit"
-        print(f"{label}: {args.batch / t:.1f} images/s ({t * 1e3:.0f} ms a step)")
+        print(f"{stage_name(b)}: {args.batch / t:.1f} images/s ({t * 1e3:.0f} ms a step)")
     print(f"{args.bit}-bit/FP32 step ratio: {med[args.bit] / med[32]:.2f}")
 
 

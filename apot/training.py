@@ -201,7 +201,8 @@ def pick_device(ids, local_rank, world_size):
 def set_float32_arithmetic(tf32):
     """IEEE FP32 convolutions and matmuls on GPUs unless tf32 (TensorFloat-32: faster on Ampere
     and later, with a 10-bit mantissa). PyTorch's own default lets cuDNN convolutions use TF32,
-    which would make GPU runs differ in precision from the CPU's and the authors' (V100) runs."""
+    which would make GPU runs differ in precision from the CPU's and the authors' (V100) runs.
+    Returns the arithmetic's name, for reports."""
     precision = "tf32" if tf32 else "ieee"
     if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: mixing APIs is an error
         # Per operation: on torch 2.11 the cudnn-wide flag left convolutions at TF32 (measured
@@ -212,6 +213,12 @@ def set_float32_arithmetic(tf32):
     else:
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
+    return "TF32" if tf32 else "IEEE FP32"
+
+
+def stage_name(bit):
+    """A chain stage's name in tables, figures and benchmark reports."""
+    return "FP32" if bit == 32 else f"{bit}-bit"
 
 
 def wrap_model(model, world, device, dp_ids):

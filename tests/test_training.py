@@ -42,9 +42,9 @@ def test_pytorch_default_lets_cudnn_convolutions_use_tf32():
 
 
 def test_float32_arithmetic_is_ieee_unless_tf32_is_asked_for(restore_precision):
-    set_float32_arithmetic(False)
+    assert set_float32_arithmetic(False) == "IEEE FP32"
     assert precisions() == (("ieee", "ieee") if NEW_API else (False, False))
-    set_float32_arithmetic(True)
+    assert set_float32_arithmetic(True) == "TF32"
     assert precisions() == (("tf32", "tf32") if NEW_API else (True, True))
 
 
