@@ -56,7 +56,7 @@ def main():
         raise SystemExit(f"error: no {args.arch}_*bit/log.csv under {args.results}")
     out = args.out or str(Path(args.results) / f"{args.arch}_curves.png")
     plot(runs, args.arch, out)
-    print(f"wrote {out}: " + ", ".join(f"{b}-bit {len(r)} epochs" for b, r in runs.items()))
+    print(f"wrote {out}: " + ", ".join(f"{stage_name(b)} {len(r)} epochs" for b, r in runs.items()))
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
                                      "seconds\n" + rows + "\n")
     proc = run_script(ROOT / "CIFAR" / "plot_curves.py", "--results", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "32-bit 5 epochs, 4-bit 3 epochs" in proc.stdout
+    assert "FP32 5 epochs, 4-bit 3 epochs" in proc.stdout
     assert (tmp_path / "res20_curves.png").stat().st_size > 1000
 
 
