@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from apot.calibrated import calibrated_weight_quant
 from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for resnet.py)
 from apot.levels import activation_levels, weight_levels
 from apot.projection import maybe_compile, midpoints, project
@@ -22,19 +23,6 @@ def check_bit(bit):
     if bit not in QUANT_BITS:
         raise ValueError(f"unsupported bit-width {bit!r}: quantized layers take bit in {QUANT_BITS}"
                          " (use 32 for the full-precision model)")
-
-
-@maybe_compile
-def _weight_quant_forward(w, alpha, levels, mids):
-    x = (w / alpha).clamp(-1, 1)
-    return project(x.abs(), levels, mids) * x.sign() * alpha
-
-
-@maybe_compile
-def _weight_alpha_grad(grad, w, out, alpha):
-    """RCF: sum(g * (sign(x) if |x| > 1 else q - x)), x = w / alpha, q - x = (out - w) / alpha."""
-    x = w / alpha
-    return (grad * torch.where(x.abs() > 1, x.sign(), (out - w) / alpha)).sum()
 
 
 @maybe_compile
@@ -53,22 +41,9 @@ def _act_quant_backward(grad, a, out, alpha):
     return torch.where(clipped, torch.zeros_like(a), grad), grad_alpha
 
 
-# The backward passes take q - x from the forward's output instead of projecting again: both
-# the input (the preceding layer's output) and the output (the conv's saved input) are kept
-# alive anyway, so saving them costs no memory.
-class _WeightQuant(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w, alpha, levels, mids):
-        out = _weight_quant_forward(w, alpha, levels, mids)
-        ctx.save_for_backward(w, out, alpha)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        # The weight gradient is passed straight through, NOT clipped (CIFAR variant).
-        return grad, _weight_alpha_grad(grad, *ctx.saved_tensors), None, None
-
-
+# The backward takes q - x from the forward's output instead of projecting again: both the input
+# (the preceding layer's output) and the output (the conv's saved input) are kept alive anyway,
+# so saving them costs no memory.
 class _ActQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, alpha, levels, mids):
@@ -100,7 +75,8 @@ class weight_quantize_fn(nn.Module):
         return (weight - weight.detach().mean()) / weight.detach().std()
 
     def forward(self, weight):
-        return _WeightQuant.apply(self.normalise(weight), self.wgt_alpha, self.levels, self.mids)
+        return calibrated_weight_quant(self.normalise(weight), self.wgt_alpha, self.levels,
+                                       self.mids)
 
 
 class QuantConv2d(nn.Conv2d):

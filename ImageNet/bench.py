@@ -2,9 +2,9 @@
 
     python ImageNet/bench.py [--arch resnet18] [--bit 4] [--batch 32] [--steps 5] [--tf32]
 
-Steps on random 224x224 images (no data loading), FP32 and b-bit steps interleaved, median of
-each; on the GPU when one is present (add --amp --channels-last as a training run would), in
-IEEE FP32 unless --tf32, as main.py.
+Steps on random images of the training crop's size (no data loading), FP32 and b-bit steps
+interleaved, median of each; on the GPU when one is present (add --amp --channels-last as a
+training run would), in IEEE FP32 unless --tf32, as main.py.
 """
 import argparse
 import statistics
@@ -13,6 +13,7 @@ import time
 import torch
 
 from apot.training import set_float32_arithmetic, stage_name
+from ImageNet.data import IMAGE_SIZE
 from ImageNet.main import build_model
 
 
@@ -28,7 +29,7 @@ def main():
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arithmetic = set_float32_arithmetic(args.tf32)
-    x = torch.randn(args.batch, 3, 224, 224, device=device)
+    x = torch.randn(args.batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (args.batch,), device=device)
@@ -59,8 +60,8 @@ def main():
     name = (f"{torch.cuda.get_device_name()} ({arithmetic})"
             if device.type == "cuda" else "CPU")
     med = {b: statistics.median(t) for b, t in times.items()}
-    print(f"{args.arch}, batch {args.batch}, 224x224, {name}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"{args.arch}, batch {args.batch}, {IMAGE_SIZE}x{IMAGE_SIZE}, {name}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for b, t in med.items():
         print(f"{stage_name(b)}: {args.batch / t:.1f} images/s ({t * 1e3:.0f} ms a step)")
     print(f"{args.bit}-bit/FP32 step ratio: {med[args.bit] / med[32]:.2f}")

@@ -16,24 +16,24 @@ import torch
 
 from apot.export import Variant, main as export_main
 from apot.training import UserError
-from ImageNet.main import image_folder, split_folder
+from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder
 from ImageNet.quant_layer import QuantConv2d
 from ImageNet.resnet import ARCHS, build_resnet
 
 
 def eval_batches(args, num_classes):
-    val = image_folder(split_folder(args.data, "val", need="val/"), "val", args.image_size)
+    val = image_folder(args.data, "val", args.image_size)
     if len(val.classes) != num_classes:
         raise UserError(f"{args.data}/val has {len(val.classes)} class folders, the model "
                         f"{num_classes} classes")
     if args.limit:
         val = torch.utils.data.Subset(val, range(min(args.limit, len(val))))
-    return len(val), torch.utils.data.DataLoader(val, batch_size=args.batch)
+    return len(val), eval_loader(val, args.batch, workers=0)
 
 
 VARIANT = Variant(name="ImageNet", archs={a: partial(build_resnet, a) for a in ARCHS},
                   default_arch="resnet18", conv_type=QuantConv2d, default_classes=1000,
-                  image_size=224, eval_batches=eval_batches, resizable=True)
+                  image_size=IMAGE_SIZE, eval_batches=eval_batches, resizable=True)
 
 
 def main(argv=None):

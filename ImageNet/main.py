@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 8 ImageNet/main.py -a resnet18 --bit 4 --data /imagenet ...
     torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 8 ImageNet/main.py ...
 
---data is an ImageFolder root with train/ and val/. -b is the global batch, split over the
+--data is an ImageFolder root with train/ and val/ (val/ alone for -e). -b is the global batch, split over the
 processes. Only rank 0 writes the run folder; metrics are summed over all ranks.
 """
 import os
@@ -13,16 +13,15 @@ import time
 import torch
 import torch.nn as nn
 import torchvision
-from torchvision import transforms
 from tqdm import tqdm
 
-from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_finite, cli_main,
-                           epoch_row, init_distributed, load_checkpoint, load_weights,
-                           pick_device, prepare_save_dir, report_final, restore_run, run_state,
+from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_finite,
+                           check_run_meta, cli_main, epoch_row, init_distributed,
+                           load_checkpoint, load_weights, pick_device, prepare_save_dir, report_final, restore_run, run_state,
                            save_epoch, set_float32_arithmetic, wrap_model, write_args)
+from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
 from ImageNet.resnet import ARCHS, build_resnet
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
                        "resnet50": "ResNet50_Weights"}
 
@@ -32,7 +31,8 @@ def get_args_parser():
     p.add_argument("-a", "--arch", default="resnet18", choices=sorted(ARCHS))
     p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5, 32])
     p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
-    p.add_argument("--data", required=True, help="ImageFolder root holding train/ and val/")
+    p.add_argument("--data", required=True,
+                   help="ImageFolder root holding train/ and val/ (-e reads val/ alone)")
     p.add_argument("--epochs", default=100, type=int)
     p.add_argument("-b", "--batch-size", default=1024, type=int, help="global batch")
     p.add_argument("--lr", default=0.01, type=float, help="base learning rate")
@@ -45,7 +45,7 @@ def get_args_parser():
     p.add_argument("--lr-steps", default=[30, 60, 90], type=int, nargs="*",
                    help="epochs at which the lr is multiplied by 0.1")
     p.add_argument("--workers", default=8, type=int, help="data loading processes per rank")
-    p.add_argument("--image-size", default=224, type=int,
+    p.add_argument("--image-size", default=IMAGE_SIZE, type=int,
                    help="crop size; images are first resized to size * 8/7 (256 for 224)")
     p.add_argument("--pretrained", default="", metavar="PATH|torchvision",
                    help="full-precision weights to start from: a file (torchvision's or ours) or "
@@ -66,40 +66,6 @@ def get_args_parser():
     p.add_argument("--tf32", action="store_true",
                    help="let GPUs use TensorFloat-32 in convolutions (faster; off: IEEE FP32)")
     return p
-
-
-def split_transform(split, size):
-    """The authors' transforms: resize to 8/7 of the crop, random crop and flip for training,
-    centre crop for validation."""
-    resize = transforms.Resize(round(size * 8 / 7))
-    crop = ([transforms.RandomCrop(size), transforms.RandomHorizontalFlip()] if split == "train"
-            else [transforms.CenterCrop(size)])
-    return transforms.Compose([resize, *crop, transforms.ToTensor(),
-                               transforms.Normalize(MEAN, STD)])
-
-
-def split_folder(root, split, need="train/ and val/"):
-    folder = os.path.join(root, split)
-    if not os.path.isdir(folder):
-        raise UserError(f"{folder} not found: --data must hold {need}, each with one folder of "
-                        "images per class")
-    return folder
-
-
-def image_folder(folder, split, size):
-    try:
-        return torchvision.datasets.ImageFolder(folder, split_transform(split, size))
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"{folder}: {e}") from e
-
-
-def image_folders(root, size):
-    """(train, val) ImageFolders with the authors' transforms; clear errors for a bad layout."""
-    folders = {split: split_folder(root, split) for split in ("train", "val")}
-    sets = {split: image_folder(folder, split, size) for split, folder in folders.items()}
-    if sets["train"].classes != sets["val"].classes:
-        raise UserError(f"train/ and val/ under {root} have different class folders")
-    return sets["train"], sets["val"]
 
 
 def lr_factor(args, iters_per_epoch):
@@ -140,20 +106,6 @@ def accuracy_counts(output, target):
     top5 = output.topk(min(5, output.shape[1]), dim=1).indices
     hits = top5 == target.view(-1, 1)
     return hits[:, 0].sum().item(), hits.any(1).sum().item()
-
-
-def loader(dataset, batch, args, shuffle, rank, world, epoch=0):
-    if shuffle:
-        sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True,
-                                                      seed=args.seed)
-        sampler.set_epoch(epoch)
-    else:  # every sample once over all ranks, no padding duplicates
-        sampler = range(rank, len(dataset), world)
-    g = torch.Generator().manual_seed(args.seed * 100_003 + epoch)  # augmentation per epoch
-    return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler,
-                                       num_workers=args.workers, generator=g,
-                                       pin_memory=torch.cuda.is_available(),
-                                       drop_last=shuffle)
 
 
 def to_device(images, target, device, channels_last):
@@ -202,6 +154,11 @@ def evaluate(model, criterion, data, ctx, args):
     return loss / n, 100 * top1 / n, 100 * top5 / n
 
 
+def run_meta(args):
+    """What a checkpoint records of its run, and what -e must match."""
+    return dict(arch=args.arch, bit=args.bit, quant=args.quant)
+
+
 def build_model(args, num_classes):
     model = build_resnet(args.arch, args.bit, num_classes, args.quant)
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
@@ -216,9 +173,21 @@ def evaluate_checkpoint(model, criterion, val_data, ctx, args, say):
     if source == "torchvision":
         load_pretrained(model, source, args.arch, not args.no_download)
     else:
-        load_weights(model, load_checkpoint(source)["state_dict"], source)
+        ckpt = load_checkpoint(source)
+        check_run_meta(ckpt, f"checkpoint {source}", **run_meta(args))
+        load_weights(model, ckpt["state_dict"], source)
     _, top1, top5 = evaluate(model, criterion, val_data, ctx, args)
     say(f"* Prec@1 {top1:.2f} Prec@5 {top5:.2f}")
+
+
+def make_training(model, args, iters_per_epoch, device):
+    """SGD over all parameters (alphas included, as the authors'), the per-iteration schedule,
+    and the loss scaler (on only with --amp on a GPU: CPU autocast runs bfloat16)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args, iters_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+    return optimizer, scheduler, scaler
 
 
 def run(args):
@@ -230,12 +199,16 @@ def run(args):
         say("no GPU found: running on the CPU")
     if args.batch_size % world:
         raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
-    train_set, val_set = image_folders(args.data, args.image_size)
+    local_batch = args.batch_size // world
+    if args.evaluate:  # val/ alone: a user evaluating a checkpoint often has no train/
+        train_set, val_set = None, image_folder(args.data, "val", args.image_size)
+    else:
+        train_set, val_set = train_and_val(args.data, args.image_size)
     torch.manual_seed(args.seed)
-    model = build_model(args, len(train_set.classes)).to(device)
+    model = build_model(args, len(val_set.classes)).to(device)
     criterion = nn.CrossEntropyLoss()
     ctx = dict(rank=rank, world=world, device=device, quiet=args.no_progress or rank != 0)
-    val_data = loader(val_set, max(1, args.batch_size // world), args, False, rank, world)
+    val_data = eval_loader(val_set, local_batch, args.workers, rank, world)
 
     if args.evaluate:
         evaluate_checkpoint(model, criterion, val_data, ctx, args, say)
@@ -247,21 +220,18 @@ def run(args):
             say(f"=> {flag} {source}" + (f" ({len(missing)} alphas at their defaults)"
                                          if missing else ""))
     args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
-    local_batch = args.batch_size // world
-    iters = len(loader(train_set, local_batch, args, True, rank, world))
-    if iters == 0:
+    train_data = train_loader(train_set, local_batch, args.workers, args.seed, rank, world)
+    if len(train_data) == 0:
         raise UserError(f"{len(train_set)} training images do not fill one batch of "
                         f"{args.batch_size}")
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args, iters))
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
-    meta = dict(arch=args.arch, bit=args.bit, quant=args.quant)
+    optimizer, scheduler, scaler = make_training(model, args, len(train_data), device)
+    meta = run_meta(args)
     start_epoch, best, history = 0, 0.0, []
     if rank == 0:
         prepare_save_dir(args.save_dir, args.resume)
     if args.resume:
-        start_epoch, best, history = restore_run(args.resume, model, optimizer, scheduler, **meta)
+        start_epoch, best, history = restore_run(args.resume, model, optimizer, scheduler,
+                                                 scaler, **meta)
         say(f"=> resumed {args.resume} at epoch {start_epoch}")
     if rank == 0:
         write_args(os.path.join(args.save_dir, "args.json"), args)
@@ -270,7 +240,7 @@ def run(args):
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         lr = optimizer.param_groups[0]["lr"]
-        train_data = loader(train_set, local_batch, args, True, rank, world, epoch)
+        train_data.sampler.set_epoch(epoch)
         train_loss, train_acc, _ = train_one_epoch(net, criterion, optimizer, scheduler, scaler,
                                                    train_data, epoch, ctx, args)
         test_loss, test_acc, test_top5 = evaluate(eval_net, criterion, val_data, ctx, args)
@@ -283,7 +253,7 @@ def run(args):
             flush=True)
         if rank == 0:
             save_epoch(run_state(model, optimizer, scheduler, epoch + 1, best, history, args,
-                                 **meta), args.save_dir, is_best)
+                                 scaler, **meta), args.save_dir, is_best)
     report_final(history, best, say)
 
 

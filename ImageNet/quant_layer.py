@@ -5,7 +5,8 @@ the CIFAR folder's:
 - quantizers are autograd plus a straight-through estimator on the projection only, so the
   clamp stops the gradient outside [-alpha, alpha] (weights, b > 2) and outside [0, alpha]
   (activations), and the alpha gradient that autograd derives is the RCF one;
-- 2-bit weights are ternary with "calibrated" gradients: passed straight through everywhere;
+- 2-bit weights are ternary, round(clamp(x, -1, 1)), with the authors' "calibrated" gradients
+  (`apot.calibrated`): the weight gradient passes everywhere, alpha gets the RCF gradient;
 - alpha_a starts at 6.0, the parameters are `act_alpha` and `weight_alpha` on the conv itself;
 - a uniform mode (power=False): round(clamp(x) * (2^k - 1)) / (2^k - 1), k = b - 1 for weights.
 Level sets, projection and the 8-bit first/last layers are the shared ones in `apot`.
@@ -14,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from apot.calibrated import calibrated_weight_quant
 from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for resnet.py)
 from apot.levels import activation_levels, weight_levels
 from apot.projection import maybe_compile, midpoints, project
@@ -46,14 +48,6 @@ def quantize_weight(w_norm, alpha, levels, mids):
     x = (w_norm / alpha).clamp(-1, 1)
     with torch.no_grad():
         q = _project(x.abs(), levels, mids) * x.sign()
-    return straight_through(x, q) * alpha
-
-
-def quantize_weight_ternary(w_norm, alpha):
-    """2-bit weights: round(clamp(x)) in {-1, 0, 1}; the gradient passes everywhere."""
-    x = w_norm / alpha
-    with torch.no_grad():
-        q = x.clamp(-1, 1).round()
     return straight_through(x, q) * alpha
 
 
@@ -92,8 +86,9 @@ class QuantConv2d(nn.Conv2d):
 
     def quantized_weight(self):
         w_norm = self.normalised_weight()
-        if self.bit == 2:
-            return quantize_weight_ternary(w_norm, self.weight_alpha)
+        if self.bit == 2:  # levels {0, 1}: the projection rounds, ties to 0 as round() does
+            return calibrated_weight_quant(w_norm, self.weight_alpha, self.weight_levels,
+                                           self.weight_mids)
         return quantize_weight(w_norm, self.weight_alpha, self.weight_levels, self.weight_mids)
 
     def export_terms(self):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The authors' published ImageNet recipes (APOT_SPEC.md section 5): every bit-width starts from
 # the ImageNet-pretrained full-precision weights; 100 epochs, SGD momentum 0.9, lr x0.1 at
-# epochs 30/60/90, linear warm-up over the first 2,500 iterations where the recipe has one.
+# epochs 30/60/90; where the recipe has one, the lr moves linearly over the first 2,500
+# iterations from its value at iteration 0 (--warmup-lr) to the base lr.
 #
 #   ImageNet/run.sh ARCH BIT DATA_DIR [any main.py arguments...]
 #   ImageNet/run.sh resnet18 4 /imagenet
@@ -21,10 +22,10 @@ shift 3
 here=$(cd "$(dirname "$0")" && pwd)
 
 case "$arch:$bit" in
-  resnet18:5|resnet18:4|resnet18:3) recipe=(-b 1024 --lr 0.01 --warmup-lr 0.0244 --wd 1e-4) ;;
-  resnet18:2) recipe=(-b 1024 --lr 0.04 --warmup-lr 0.011 --wd 2e-5) ;;
-  resnet34:5|resnet34:4|resnet34:3) recipe=(-b 1024 --lr 0.1 --warmup-lr 0.028 --wd 1e-4) ;;
-  resnet34:2) recipe=(-b 1024 --lr 0.1 --wd 2e-5) ;;
+  resnet18:5|resnet18:4|resnet18:3) recipe=(-b 1024 --lr 0.01 --warmup-lr 0.025 --wd 1e-4) ;;
+  resnet18:2) recipe=(-b 1024 --lr 0.04 --warmup-lr 0.010 --wd 2e-5) ;;
+  resnet34:5|resnet34:4|resnet34:3) recipe=(-b 1024 --lr 0.1 --warmup-lr 0.025 --wd 1e-4) ;;
+  resnet34:2) recipe=(-b 1024 --lr 0.1 --warmup-lr 0.025 --wd 2e-5) ;;
   resnet50:5|resnet50:4|resnet50:3) recipe=(-b 512 --lr 0.05 --wd 1e-4) ;;
   resnet50:2) recipe=(-b 512 --lr 0.05 --wd 2.5e-4) ;;
   *) echo "no published recipe for $arch at $bit bits (archs: resnet18/34/50, bits 2..5)" >&2

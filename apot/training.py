@@ -99,27 +99,58 @@ def prepare_save_dir(save_dir, resume):
                         "or choose another --save-dir")
 
 
-def run_state(model, optimizer, scheduler, epoch, best_prec, history, args, **meta):
-    """The one checkpoint dict: what evaluation, --init and exact resumption need."""
-    return {"epoch": epoch, **meta, "state_dict": model.state_dict(), "best_prec": best_prec,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "history": history, "args": vars(args)}
+def run_state(model, optimizer, scheduler, epoch, best_prec, history, args, scaler=None, **meta):
+    """The one checkpoint dict: what evaluation, --init and exact resumption need (with a
+    GradScaler, its loss scale and growth tracker too)."""
+    state = {"epoch": epoch, **meta, "state_dict": model.state_dict(), "best_prec": best_prec,
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "history": history, "args": vars(args)}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    return state
 
 
-def restore_run(path, model, optimizer, scheduler, **meta):
-    """Model, optimizer and schedule from a --resume checkpoint, whose metadata (arch, bit...)
-    must equal meta; returns (start epoch, best accuracy, history)."""
-    ckpt = load_checkpoint(path)
+_SCALER_KEYS = {"scale": float, "growth_factor": float, "backoff_factor": float,
+                "growth_interval": int, "_growth_tracker": int}
+
+
+def check_scaler_state(state, path):
+    """A checkpoint's GradScaler entry: {} (saved with the scaler off) or its five numbers."""
+    if state == {}:
+        return
+    ok = isinstance(state, dict) and set(state) == set(_SCALER_KEYS) and all(
+        isinstance(state[k], (t, int)) and not isinstance(state[k], bool)
+        for k, t in _SCALER_KEYS.items())
+    if not ok or not (math.isfinite(state["scale"]) and state["scale"] > 0):
+        raise UserError(f"--resume {path}: corrupt 'scaler' entry (expected the loss scale "
+                        f"state of torch.amp.GradScaler, got {str(state)[:80]})")
+
+
+def check_run_meta(ckpt, source, **meta):
+    """A checkpoint that records its run's metadata (arch, bit...) must match meta; the authors'
+    checkpoints record none and are checked by their keys and shapes alone."""
     for key, value in meta.items():
         if ckpt.get(key, value) != value:
-            raise UserError(f"--resume {path} is a {key}={ckpt[key]} run, not {key}={value}")
+            raise UserError(f"{source} is a {key}={ckpt[key]} run, not {key}={value}")
+
+
+def restore_run(path, model, optimizer, scheduler, scaler=None, **meta):
+    """Model, optimizer, schedule (and scaler, where the run has one) from a --resume checkpoint,
+    whose metadata (arch, bit...) must equal meta; returns (start epoch, best accuracy, history).
+    Everything is checked before anything is loaded."""
+    ckpt = load_checkpoint(path)
+    check_run_meta(ckpt, f"--resume {path}", **meta)
     for key in ("optimizer", "scheduler", "epoch", "history"):
         if key not in ckpt:
             raise UserError(f"--resume {path} has no {key!r}: not a resumable checkpoint "
                             "(use --init to start a new run from its weights)")
+    if scaler is not None:
+        check_scaler_state(ckpt.get("scaler", {}), path)
     load_weights(model, ckpt["state_dict"], path)
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
     return ckpt["epoch"], ckpt["best_prec"], list(ckpt["history"])
 
 

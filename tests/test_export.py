@@ -211,7 +211,8 @@ def test_each_command_line_refuses_the_other_variants_files(tmp_path, monkeypatc
     proc = run_script(EXPORT, "infer", out, "--data", tmp_path, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*r18\.apot holds a resnet18 model, not one of CIFAR's")
     proc = run_script(IMAGENET_EXPORT, "infer", out, "--data", tmp_path, cwd=tmp_path)
-    assert_one_line_error(proc, r"^error: .*val not found: --data must hold val/, each with one")
+    assert_one_line_error(proc, r"^error: .*val not found: --data must be an ImageFolder root "
+                                r"holding val/")
     two = make_image_folder(tmp_path / "two", classes=2)
     proc = run_script(IMAGENET_EXPORT, "infer", out, "--data", two, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*val has 2 class folders, the model 3 classes$")

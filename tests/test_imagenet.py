@@ -9,7 +9,7 @@ import torchvision
 
 from apot.levels import activation_levels, weight_levels
 from conftest import ROOT, assert_one_line_error, last_line, make_image_folder, run_script
-from ImageNet.quant_layer import QuantConv2d
+from ImageNet.quant_layer import QuantConv2d, family_flags
 from ImageNet.resnet import ARCHS
 
 MAIN = ROOT / "ImageNet" / "main.py"
@@ -22,76 +22,109 @@ def nearest64(x, levels):
     return lv[(x.unsqueeze(-1) - lv).abs().argmin(-1)]
 
 
-def reference_conv_quant(w, a, w_alpha, a_alpha, bit):
-    """Float64 autograd reference of the ImageNet quantizers, brute-force projection."""
+class AuthorsTernary(torch.autograd.Function):
+    """The authors' calibrated 2-bit weight function as they wrote it by hand: round(clamp(x)),
+    weight gradient passed unchanged, alpha gradient sign(x) outside [-1, 1] and q - x inside."""
+
+    @staticmethod
+    def forward(ctx, w_norm, alpha):
+        x = w_norm / alpha
+        q = x.clamp(-1, 1).round()
+        ctx.save_for_backward(x, q)
+        return q * alpha
+
+    @staticmethod
+    def backward(ctx, g):
+        x, q = ctx.saved_tensors
+        outside = x.abs() > 1
+        return g, (g * (x.sign() * outside + (q - x) * ~outside)).sum()
+
+
+def authors_quant(w, a, w_alpha, a_alpha, bit, family):
+    """Float64 reference of the authors' May 2020 ImageNet QuantConv2d quantizers: differentiable
+    normalisation, autograd through the clamp, a straight-through estimator on the projection
+    (brute-force argmin, or round() for the uniform family), and the hand-written ternary
+    function at 2 bits. Returns (quantized weight, quantized activation)."""
     w_norm = (w - w.mean()) / w.std()
     if bit == 2:
-        x = w_norm / w_alpha
-        q = x.detach().clamp(-1, 1).round()
+        wq = AuthorsTernary.apply(w_norm, w_alpha)
     else:
         x = (w_norm / w_alpha).clamp(-1, 1)
-        q = nearest64(x.detach().abs(), weight_levels(bit)) * x.detach().sign()
-    wq = ((q - x).detach() + x) * w_alpha
+        if family == "uniform":
+            n = 2 ** (bit - 1) - 1
+            q = (x.detach() * n).round() / n
+        else:
+            q = nearest64(x.detach().abs(), weight_levels(bit, family)) * x.detach().sign()
+        wq = ((q - x).detach() + x) * w_alpha
     xa = (a / a_alpha).clamp(0, 1)
-    qa = nearest64(xa.detach(), activation_levels(bit))
-    aq = ((qa - xa).detach() + xa) * a_alpha
-    return wq, aq
+    if family == "uniform":
+        qa = (xa.detach() * (2 ** bit - 1)).round() / (2 ** bit - 1)
+    else:
+        qa = nearest64(xa.detach(), activation_levels(bit, family))
+    return wq, ((qa - xa).detach() + xa) * a_alpha
 
 
+@pytest.mark.parametrize("family", ["apot", "pot", "uniform"])
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
-def test_imagenet_gradients_match_a_float64_reference(bit):
+def test_forward_and_every_gradient_equal_the_authors(bit, family):
     torch.manual_seed(bit)
-    conv = QuantConv2d(8, 8, 3, bit=bit)
+    conv = QuantConv2d(8, 8, 3, padding=1, bit=bit, **family_flags(family))
     with torch.no_grad():
-        conv.weight_alpha.fill_(1.1 if bit > 2 else 0.6)
+        conv.weight_alpha.fill_(1.1 if bit > 2 else 0.6)  # weights on both sides of the clip
         conv.act_alpha.fill_(1.9)
     a = (torch.rand(2, 8, 6, 6) * 3 - 0.5).requires_grad_()
-    gw = torch.randn_like(conv.weight)
-    ga = torch.randn_like(a)
-    wq = conv.quantized_weight()
-    from ImageNet.quant_layer import quantize_act
-    aq = quantize_act(a, conv.act_alpha, conv.act_levels, conv.act_mids)
-    ((wq * gw).sum() + (aq * ga).sum()).backward()
+    g = torch.randn(2, 8, 6, 6)
+    conv(a).mul(g).sum().backward()
 
     w64 = conv.weight.detach().double().requires_grad_()
     a64 = a.detach().double().requires_grad_()
     wa64 = torch.tensor(conv.weight_alpha.item(), dtype=torch.float64, requires_grad=True)
     aa64 = torch.tensor(conv.act_alpha.item(), dtype=torch.float64, requires_grad=True)
-    rwq, raq = reference_conv_quant(w64, a64, wa64, aa64, bit)
-    ((rwq * gw.double()).sum() + (raq * ga.double()).sum()).backward()
+    wq, aq = authors_quant(w64, a64, wa64, aa64, bit, family)
+    out64 = torch.nn.functional.conv2d(aq, wq, padding=1)
+    out64.mul(g.double()).sum().backward()
 
-    assert torch.allclose(wq.detach().double(), rwq.detach(), atol=1e-5)
-    assert torch.allclose(aq.detach().double(), raq.detach(), atol=1e-5)
-    # differentiable normalisation: the gradient flows through mean and std too
-    assert torch.allclose(conv.weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(a.grad.double(), a64.grad, atol=1e-6)
-    assert torch.allclose(conv.weight_alpha.grad.double(), wa64.grad, rtol=1e-4, atol=1e-5)
-    assert torch.allclose(conv.act_alpha.grad.double(), aa64.grad, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(conv(a).detach().double(), out64.detach(), atol=1e-4)
+    assert torch.allclose(a.grad.double(), a64.grad, atol=1e-5)
+    # the normalisation's backward sums terms of size ~1/std: float32 error ~1e-7 of the largest
+    scale = w64.grad.abs().max().item()
+    assert torch.allclose(conv.weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-6 * scale)
+    assert torch.allclose(conv.weight_alpha.grad.double(), wa64.grad, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(conv.act_alpha.grad.double(), aa64.grad, rtol=1e-4, atol=1e-4)
 
-    # the alpha gradients autograd derives are the RCF ones
-    x = (a64.detach() / aa64.detach())
-    qa = nearest64(x.clamp(0, 1), activation_levels(bit))
-    rcf = (ga.double() * torch.where(x > 1, torch.ones_like(x),
-                                     torch.where(x < 0, torch.zeros_like(x), qa - x))).sum()
-    assert torch.isclose(conv.act_alpha.grad.double(), rcf, rtol=1e-4, atol=1e-5)
-    # activation gradient: zero outside [0, alpha]
-    inside = (x >= 0) & (x <= 1)
-    assert torch.equal(a.grad[~inside], torch.zeros_like(a.grad[~inside]))
+
+def test_two_bit_alpha_gradient_is_the_closed_form_rcf():
+    """x = w / alpha with alpha = 2; q = round(clamp(x, -1, 1)). Each weight's share of the alpha
+    gradient is sign(x) beyond the clip and q - x inside (written out by hand); the weight
+    gradient is 1 everywhere, beyond the clip too."""
+    from apot.calibrated import calibrated_weight_quant
+    from apot.projection import midpoints
+    w = torch.tensor([-2.5, -1.2, -0.7, -0.3, 0.2, 0.6, 0.9, 1.5, 3.0])
+    # x:             -1.25  -0.6  -0.35  -0.15  0.1  0.3   0.45  0.75  1.5
+    expect_q = [-2.0, -2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0]
+    expect_alpha_grad = [-1.0, -0.4, 0.35, 0.15, -0.1, -0.3, -0.45, 0.25, 1.0]
+    levels = weight_levels(2)
+    for i in range(len(w)):
+        wi = w.clone().requires_grad_()
+        alpha = torch.tensor(2.0, requires_grad=True)
+        out = calibrated_weight_quant(wi, alpha, levels, midpoints(levels))
+        assert out.tolist() == expect_q
+        out[i].backward()
+        assert alpha.grad.item() == pytest.approx(expect_alpha_grad[i], abs=1e-6)
+        assert wi.grad.tolist() == [float(j == i) for j in range(len(w))]
 
 
 @pytest.mark.parametrize("bit", [2, 3, 4])
 def test_clipped_weight_gradient_above_2_bits_and_calibrated_at_2(bit):
     """With mean/std fixed aside, the gradient reaching W~ is zero outside [-alpha, alpha] for
     b > 2 and passes everywhere at b = 2."""
-    from ImageNet.quant_layer import quantize_weight, quantize_weight_ternary
+    from apot.calibrated import calibrated_weight_quant
+    from ImageNet.quant_layer import quantize_weight
     w_norm = torch.linspace(-3, 3, 60, dtype=torch.float32).requires_grad_()  # avoids |x| == 1
     alpha = torch.tensor(1.0)
-    if bit == 2:
-        out = quantize_weight_ternary(w_norm, alpha)
-    else:
-        levels = weight_levels(bit)
-        out = quantize_weight(w_norm, alpha, levels, (levels[1:] + levels[:-1]) / 2)
-    out.sum().backward()
+    levels = weight_levels(bit)
+    quantize = calibrated_weight_quant if bit == 2 else quantize_weight
+    quantize(w_norm, alpha, levels, (levels[1:] + levels[:-1]) / 2).sum().backward()
     outside = w_norm.detach().abs() > 1
     expect = torch.ones(60) if bit == 2 else (~outside).float()
     assert torch.equal(w_norm.grad, expect)
@@ -156,7 +189,8 @@ def test_torchrun_two_processes_checkpoint_from_rank0_and_resume(tiny_imagenet, 
 def test_missing_split_is_a_clear_error(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
     proc = run_script(MAIN, "--data", tmp_path, *FAST, cwd=tmp_path)
-    assert_one_line_error(proc, r"^error: .*val not found: --data must hold train/ and val/")
+    assert_one_line_error(proc, r"^error: .*val not found: --data must be an ImageFolder root "
+                                r"holding val/ \(and train/ to train\)")
 
 
 def test_empty_class_folder_is_a_clear_error(tmp_path):
@@ -198,9 +232,183 @@ def test_run_sh_applies_the_recipe_and_passes_arguments_through(tiny_imagenet, t
                           env={**__import__("os").environ, "PRETRAINED": str(weights)})
     assert proc.returncode == 0, proc.stderr
     args = json.load(open(tmp_path / "result" / "resnet18_4bit" / "args.json"))
-    assert (args["lr"], args["warmup_lr"], args["weight_decay"]) == (0.01, 0.0244, 1e-4)
+    assert (args["lr"], args["warmup_lr"], args["weight_decay"]) == (0.01, 0.025, 1e-4)
     assert args["warmup_iters"] == 2500 and args["lr_steps"] == [30, 60, 90]
     assert args["pretrained"] == str(weights) and args["batch_size"] == 4  # extra args win
     bad = subprocess.run(["bash", ROOT / "ImageNet" / "run.sh", "resnet50", "7", tiny_imagenet],
                          cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "no published recipe for resnet50 at 7 bits" in bad.stderr
+
+
+def recipe_args(arch, bit, tmp_path):
+    """The main.py arguments that ImageNet/run.sh passes for a recipe, parsed by main.py's own
+    parser (run.sh runs a stand-in interpreter that records its command line)."""
+    import json
+    import os
+    from ImageNet.main import get_args_parser
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n")
+    fake.chmod(0o755)
+    out = tmp_path / "argv.txt"
+    proc = subprocess.run(["bash", ROOT / "ImageNet" / "run.sh", arch, str(bit), "/imagenet"],
+                          cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": str(fake), "ARGS_OUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    argv = out.read_text().splitlines()[1:]  # [0] is main.py
+    return get_args_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("arch, bit, start, base, wd", [
+    ("resnet18", 4, 0.025, 0.01, 1e-4), ("resnet18", 2, 0.010, 0.04, 2e-5),
+    ("resnet34", 2, 0.025, 0.1, 2e-5)])
+def test_recipe_warm_up_and_steps(arch, bit, start, base, wd, tmp_path):
+    """APOT_SPEC section 5 (the authors' training logs): the lr at iteration 0, at the end of
+    the 2,500-iteration warm-up, and after the steps at epochs 30/60/90."""
+    from ImageNet.main import lr_factor
+    args = recipe_args(arch, bit, tmp_path)
+    assert (args.batch_size, args.weight_decay, args.epochs) == (1024, wd, 100)
+    iters = 1251  # 1,281,167 images / 1024
+    lr = lambda it: args.lr * lr_factor(args, iters)(it)  # noqa: E731
+    assert lr(0) == pytest.approx(start, rel=1e-12)
+    assert lr(1250) == pytest.approx(start + (base - start) * 1250 / 2500, rel=1e-12)
+    assert lr(2500) == pytest.approx(base, rel=1e-12)
+    for epoch, factor in ((29, 1), (30, 0.1), (59, 0.1), (60, 0.01), (90, 0.001), (99, 0.001)):
+        assert lr(epoch * iters) == pytest.approx(base * factor, rel=1e-12)
+
+
+def test_resume_in_the_warm_up_continues_the_same_lr_sequence():
+    """Interrupted at iteration 700 of a 2,500-iteration warm-up, saved and restored through the
+    checkpoint dict, the schedule goes on exactly as without the interruption."""
+    import argparse
+    from apot.training import restore_run, run_state
+    from ImageNet.main import get_args_parser, make_training
+    args = get_args_parser().parse_args(["--data", "x", "--lr", "0.04", "--warmup-lr", "0.01"])
+    cpu = torch.device("cpu")
+
+    def lrs(optimizer, scheduler, n):
+        out = []
+        for _ in range(n):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    model = torch.nn.Linear(2, 2)
+    opt, sched, _ = make_training(model, args, 100, cpu)
+    whole = lrs(opt, sched, 3200)
+    model = torch.nn.Linear(2, 2)
+    opt, sched, _ = make_training(model, args, 100, cpu)
+    first = lrs(opt, sched, 700)
+    state = run_state(model, opt, sched, 7, 0.0, [], argparse.Namespace())
+    model = torch.nn.Linear(2, 2)
+    opt, sched, _ = make_training(model, args, 100, cpu)
+    import tempfile, os  # noqa: E401
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(state, os.path.join(d, "c.pth"))
+        restore_run(os.path.join(d, "c.pth"), model, opt, sched)
+    assert first + lrs(opt, sched, 2500) == whole
+    assert whole[0] == 0.01 and whole[2500] == 0.04 and whole[3000] == pytest.approx(0.004)
+
+
+def test_loss_scale_survives_a_resume(tmp_path):
+    """An --amp run's GradScaler state (loss scale, growth tracker) goes into the checkpoint and
+    comes back into a new scaler. CPU runs keep the scaler off, so this uses an enabled CPU
+    scaler directly, after steps that changed its scale."""
+    import argparse
+    from apot.training import atomic_save, restore_run, run_state
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=3)
+    for step in range(5):
+        loss = model(torch.randn(8, 4)).sum() * (float("inf") if step == 0 else 1.0)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 2.0**10 and saved["_growth_tracker"] == 1  # halved once, doubled once
+    atomic_save(run_state(model, opt, sched, 1, 0.0, [], argparse.Namespace(), scaler),
+                tmp_path / "c.pth")
+    fresh = torch.amp.GradScaler("cpu", growth_interval=3)
+    restore_run(tmp_path / "c.pth", torch.nn.Linear(4, 2), opt, sched, fresh)
+    assert fresh.state_dict() == saved
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_imagenet, tmp_path_factory):
+    """One epoch of a 4-bit ResNet-18 on the tiny ImageFolder: its run folder."""
+    run = tmp_path_factory.mktemp("amp") / "run"
+    proc = run_script(MAIN, "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4",
+                      "--epochs", "1", "--save-dir", run, *FAST, cwd=run.parent)
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+BAD_SCALER_ENTRIES = [{"scale": "big"}, [1, 2], {"scale": 1.0},
+                      {"scale": float("nan"), "growth_factor": 2.0, "backoff_factor": 0.5,
+                       "growth_interval": 2000, "_growth_tracker": 0}]
+
+
+@pytest.mark.parametrize("entry", BAD_SCALER_ENTRIES)
+def test_corrupt_scaler_entries_are_refused(entry):
+    from apot.training import UserError, check_scaler_state
+    with pytest.raises(UserError, match=r"^--resume c\.pth: corrupt 'scaler' entry"):
+        check_scaler_state(entry, "c.pth")
+    check_scaler_state({}, "c.pth")  # saved with the scaler off: nothing to restore
+    check_scaler_state(torch.amp.GradScaler("cpu").state_dict(), "c.pth")
+
+
+def test_corrupt_scaler_entry_is_a_clear_error_and_nothing_is_written(trained_run,
+                                                                      tiny_imagenet, tmp_path):
+    ckpt = torch.load(trained_run / "checkpoint.pth.tar", weights_only=True)
+    ckpt["scaler"] = BAD_SCALER_ENTRIES[0]
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(ckpt, run / "checkpoint.pth.tar")
+    before = (run / "checkpoint.pth.tar").read_bytes()
+    proc = run_script(MAIN, "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4",
+                      "--epochs", "2", "--save-dir", run, "--resume", run / "checkpoint.pth.tar",
+                      "--amp", *FAST, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --resume .*: corrupt 'scaler' entry")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pth.tar"]
+    assert (run / "checkpoint.pth.tar").read_bytes() == before
+
+
+def test_evaluation_reads_val_alone(trained_run, tmp_path):
+    data = make_image_folder(tmp_path / "d")
+    import shutil
+    shutil.rmtree(data / "train")
+    proc = run_script(MAIN, "-a", "resnet18", "--bit", "4", "--data", data, "-e", "--init",
+                      trained_run / "model_best.pth.tar", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d", last_line(proc.stdout))
+    shutil.rmtree(data / "val")
+    proc = run_script(MAIN, "-a", "resnet18", "--bit", "4", "--data", data, "-e", "--init",
+                      trained_run / "model_best.pth.tar", *FAST, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*val not found: --data must be an ImageFolder root")
+
+
+@pytest.mark.parametrize("arch, bit", [("resnet34", 4), ("resnet18", 2)])
+def test_evaluating_a_checkpoint_of_another_model_is_a_clear_error(arch, bit, trained_run,
+                                                                   tiny_imagenet, tmp_path):
+    proc = run_script(MAIN, "-a", arch, "--bit", bit, "--data", tiny_imagenet, "-e", "--init",
+                      trained_run / "model_best.pth.tar", *FAST, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: checkpoint .* (is a (arch=resnet18|bit=4) run|does "
+                                r"not fit this model)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_training_augmentation_depends_on_seed_epoch_and_index_only(tiny_imagenet):
+    from ImageNet.data import image_folder, train_loader
+
+    def first_batch(epoch, workers, seed=0):
+        loader = train_loader(image_folder(tiny_imagenet, "train", 24), 4, workers, seed, 0, 1)
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))[0]
+
+    a = first_batch(1, 0)
+    assert torch.equal(a, first_batch(1, 0))
+    assert torch.equal(a, first_batch(1, 2))  # worker processes do not change the crops
+    assert not torch.equal(a, first_batch(2, 0))
+    assert not torch.equal(a, first_batch(1, 0, seed=1))
