@@ -16,6 +16,7 @@ from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_fini
                            epoch_row, init_distributed, load_checkpoint, load_weights,
                            pick_device, prepare_save_dir, report_final, restore_run, run_state,
                            save_epoch, set_float32_arithmetic, wrap_model, write_args)
+from apot.bngroups import check_bn_groups, split_batchnorm
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -37,6 +38,10 @@ def get_args_parser():
     p.add_argument("--momentum", default=0.9, type=float)
     p.add_argument("--epochs", default=300, type=int)
     p.add_argument("-b", "--batch-size", default=128, type=int, help="global training batch")
+    p.add_argument("--bn-groups", default=1, type=int, metavar="K",
+                   help="in training, every BatchNorm normalises K slices of the per-process "
+                        "batch apart, the first alone updating the running statistics: what "
+                        "nn.DataParallel over K GPUs does (the authors' runs: 2)")
     p.add_argument("--lr-schedule", default="step", choices=["step", "cosine"],
                    help="step: x0.1 at epochs 150 and 225; cosine: CosineAnnealingLR(T_max=epochs)")
     p.add_argument("--init", default="", metavar="PATH",
@@ -68,7 +73,7 @@ def get_args_parser():
 
 def build_model(args):
     model = ARCHS[args.arch](bit=args.bit, num_classes=NUM_CLASSES[args.dataset], quant=args.quant)
-    return model.to(memory_format=torch.channels_last)
+    return split_batchnorm(model, args.bn_groups).to(memory_format=torch.channels_last)
 
 
 def param_groups(model, args):
@@ -94,7 +99,8 @@ def make_scheduler(optimizer, args):
 
 def run_meta(args):
     """What a checkpoint records of its run, and what --resume must match."""
-    return dict(arch=args.arch, bit=args.bit, quant=args.quant, dataset=args.dataset)
+    return dict(arch=args.arch, bit=args.bit, quant=args.quant, dataset=args.dataset,
+                bn_groups=args.bn_groups)
 
 
 def compile_whole(model):
@@ -195,6 +201,7 @@ def run(args):
             torch.set_num_threads(args.workers)
     if args.batch_size % world:
         raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
+    check_bn_groups(args.bn_groups, args.batch_size // world)
     torch.manual_seed(args.seed)
     model = build_model(args).to(device)
     criterion = nn.CrossEntropyLoss()

@@ -35,7 +35,7 @@ def main():
     y = torch.randint(0, 1000, (args.batch,), device=device)
     trainers = {}
     for bit in (32, args.bit):
-        ns = argparse.Namespace(arch=args.arch, bit=bit, quant="apot",
+        ns = argparse.Namespace(arch=args.arch, bit=bit, quant="apot", bn_groups=1,
                                 channels_last=args.channels_last)
         model = build_model(ns, 1000).to(device).train()
         trainers[bit] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))

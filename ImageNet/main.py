@@ -19,6 +19,7 @@ from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_fini
                            check_run_meta, cli_main, epoch_row, init_distributed,
                            load_checkpoint, load_weights, pick_device, prepare_save_dir, report_final, restore_run, run_state,
                            save_epoch, set_float32_arithmetic, wrap_model, write_args)
+from apot.bngroups import check_bn_groups, split_batchnorm
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
 from ImageNet.resnet import ARCHS, build_resnet
 
@@ -38,6 +39,10 @@ def get_args_parser():
     p.add_argument("--lr", default=0.01, type=float, help="base learning rate")
     p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float)
     p.add_argument("--momentum", default=0.9, type=float)
+    p.add_argument("--bn-groups", default=1, type=int, metavar="K",
+                   help="in training, every BatchNorm normalises K slices of the per-process "
+                        "batch apart, the first alone updating the running statistics: what "
+                        "nn.DataParallel over K GPUs does (the authors' runs: 2)")
     p.add_argument("--warmup-iters", default=2500, type=int,
                    help="iterations over which the lr moves linearly from --warmup-lr to --lr")
     p.add_argument("--warmup-lr", default=None, type=float,
@@ -160,7 +165,8 @@ def run_meta(args):
 
 
 def build_model(args, num_classes):
-    model = build_resnet(args.arch, args.bit, num_classes, args.quant)
+    model = split_batchnorm(build_resnet(args.arch, args.bit, num_classes, args.quant),
+                            args.bn_groups)
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 
@@ -200,6 +206,7 @@ def run(args):
     if args.batch_size % world:
         raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
     local_batch = args.batch_size // world
+    check_bn_groups(args.bn_groups, local_batch)
     if args.evaluate:  # val/ alone: a user evaluating a checkpoint often has no train/
         train_set, val_set = None, image_folder(args.data, "val", args.image_size)
     else:
@@ -225,7 +232,7 @@ def run(args):
         raise UserError(f"{len(train_set)} training images do not fill one batch of "
                         f"{args.batch_size}")
     optimizer, scheduler, scaler = make_training(model, args, len(train_data), device)
-    meta = run_meta(args)
+    meta = dict(run_meta(args), bn_groups=args.bn_groups)  # what --resume must match
     start_epoch, best, history = 0, 0.0, []
     if rank == 0:
         prepare_save_dir(args.save_dir, args.resume)

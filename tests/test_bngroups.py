@@ -1,0 +1,104 @@
+"""--bn-groups K against an independent model of nn.DataParallel over K devices: fresh replicas
+every step, each fed its torch.chunk slice, the loss over the gathered outputs, gradients
+summed, running statistics from the first replica."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from apot.bngroups import split_batchnorm
+from conftest import ROOT, assert_one_line_error, run_script
+from CIFAR.resnet import ARCHS
+
+
+def dataparallel_step(model, x, y, groups):
+    """One forward and backward as DataParallel does it; returns the loss. model's gradients
+    are set to the replicas' sum and its buffers to the first replica's."""
+    replicas = [copy.deepcopy(model) for _ in x.chunk(groups)]
+    out = torch.cat([r(s) for r, s in zip(replicas, x.chunk(groups))])
+    loss = nn.functional.cross_entropy(out, y)
+    loss.backward()
+    params = [dict(r.named_parameters()) for r in replicas]
+    for name, p in model.named_parameters():
+        p.grad = sum(rp[name].grad for rp in params)
+    model.load_state_dict(replicas[0].state_dict())  # the first replica's running statistics
+    return loss
+
+
+@pytest.mark.parametrize("batch, groups", [(24, 2), (80, 2), (26, 3)])
+def test_grouped_batchnorm_equals_dataparallel_replicas(batch, groups, monkeypatch):
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    torch.manual_seed(0)
+    model = ARCHS["res20"](bit=3).train()
+    ours = split_batchnorm(copy.deepcopy(model), groups)
+    opt_ref = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt_ours = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    for step in range(3):
+        x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+        ref_loss = dataparallel_step(model, x, y, groups)
+        loss = nn.functional.cross_entropy(ours(x), y)
+        loss.backward()
+        assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+        ref_params = dict(model.named_parameters())
+        for name, p in ours.named_parameters():
+            # float32 sums over the batch and the image in another order: seen up to 6e-5 of
+            # the tensor's largest gradient; whole-batch statistics differ by 1e-2 and more
+            ref = ref_params[name].grad
+            scale = ref.abs().max().item()
+            assert torch.allclose(p.grad, ref, rtol=1e-4, atol=2e-4 * scale), (step, name)
+        ref_state = model.state_dict()
+        for name, buf in ours.state_dict().items():
+            assert torch.allclose(buf.float(), ref_state[name].float(), rtol=1e-5, atol=1e-6), \
+                (step, name)
+        opt_ref.step()
+        opt_ours.step()
+        opt_ref.zero_grad()
+        opt_ours.zero_grad()
+    assert any("alpha" in n for n, _ in ours.named_parameters())
+
+
+def test_one_group_is_plain_batchnorm_and_evaluation_is_unchanged():
+    torch.manual_seed(0)
+    model = ARCHS["res20"](bit=32)
+    assert split_batchnorm(model, 1) is model
+    assert all(type(m) is nn.BatchNorm2d for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    grouped = split_batchnorm(copy.deepcopy(model), 2).eval()
+    x = torch.randn(6, 3, 32, 32)
+    assert torch.equal(grouped(x), model.eval()(x))
+    assert grouped.state_dict().keys() == model.state_dict().keys()
+
+
+@pytest.mark.parametrize("groups, pattern", [
+    ("0", r"^error: --bn-groups 0: must be between 1 and the per-process batch \(16\)"),
+    ("17", r"^error: --bn-groups 17: must be between 1 and the per-process batch \(16\)")])
+def test_bad_group_counts_are_one_line_errors(groups, pattern, tiny_cifar, tmp_path):
+    proc = run_script(ROOT / "CIFAR" / "main.py", "--bit", "4", "--data", tiny_cifar,
+                      "--no-download", "-b", "16", "--bn-groups", groups, "--epochs", "1",
+                      "--save-dir", tmp_path / "run", "--no-progress", "--no-compile",
+                      cwd=tmp_path)
+    assert_one_line_error(proc, pattern)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_another_group_count(tiny_cifar, tmp_path):
+    common = ["--bit", "4", "--data", tiny_cifar, "--no-download", "-b", "16", "--no-progress",
+              "--no-compile", "--save-dir", tmp_path / "run"]
+    main = ROOT / "CIFAR" / "main.py"
+    first = run_script(main, *common, "--bn-groups", "2", "--epochs", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["bn_groups"] == 2 and ckpt["args"]["bn_groups"] == 2
+    before = (tmp_path / "run" / "checkpoint.pth.tar").read_bytes()
+    proc = run_script(main, *common, "--epochs", "2", "--resume",
+                      tmp_path / "run" / "checkpoint.pth.tar", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --resume .* is a bn_groups=2 run, not bn_groups=1")
+    assert (tmp_path / "run" / "checkpoint.pth.tar").read_bytes() == before
+
+
+def test_imagenet_models_take_the_same_option():
+    from apot.bngroups import GroupBatchNorm2d
+    from ImageNet.main import build_model, get_args_parser
+    args = get_args_parser().parse_args(["--data", "x", "--bit", "4", "--bn-groups", "2"])
+    norms = [m for m in build_model(args, 10).modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(type(m) is GroupBatchNorm2d and m.groups == 2 for m in norms)
