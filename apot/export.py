@@ -64,20 +64,28 @@ def check_geometry(conv):
                         f"{conv.groups}: only square, undilated, ungrouped convs are supported")
 
 
-def export_conv(conv):
-    """One quantized conv's codes and constants, from the same arithmetic as its forward pass."""
+def integer_terms(conv):
+    """A quantized conv as integers, from the same arithmetic as its forward pass: its
+    export_terms() plus the weights' level index and sign, both level sets as integers over
+    their denominators, and the one float rescale of the integer accumulator."""
     check_geometry(conv)
     t = conv.export_terms()
-    x, bit = t["x"], t["bit"]
-    index = project_index(x.abs(), t["w_mids"])
-    codes = weight_codes(x < 0, index, bit) * (index > 0)  # zero carries no sign
-    w_ints, w_denom = weight_level_integers(bit, t["family"])
-    a_ints, a_denom = level_integers(bit, t["family"])
-    return {"shape": list(x.shape), "stride": conv.stride[0], "padding": conv.padding[0],
+    w_ints, w_denom = weight_level_integers(t["bit"], t["family"])
+    a_ints, a_denom = level_integers(t["bit"], t["family"])
+    return dict(t, index=project_index(t["x"].abs(), t["w_mids"]), negative=t["x"] < 0,
+                w_ints=w_ints, w_denom=w_denom, a_ints=a_ints, a_denom=a_denom,
+                scale=t["w_alpha"] / w_denom * t["a_alpha"] / a_denom)
+
+
+def export_conv(conv):
+    """One quantized conv's codes and constants."""
+    t = integer_terms(conv)
+    index, bit = t["index"], t["bit"]
+    codes = weight_codes(t["negative"], index, bit) * (index > 0)  # zero carries no sign
+    return {"shape": list(t["x"].shape), "stride": conv.stride[0], "padding": conv.padding[0],
             "bit": bit, "codes": pack_codes(codes.numpy(), bit),
-            "w_level_ints": w_ints, "a_level_ints": a_ints, "a_alpha": t["a_alpha"],
-            "a_mids": t["a_mids"].clone(),
-            "scale": t["w_alpha"] / w_denom * t["a_alpha"] / a_denom}
+            "w_level_ints": t["w_ints"], "a_level_ints": t["a_ints"], "a_alpha": t["a_alpha"],
+            "a_mids": t["a_mids"].clone(), "scale": t["scale"]}
 
 
 def eightbit_layers(model):
@@ -103,6 +111,8 @@ def export_model(model, meta, conv_type):
 
 def load_quantized_model(path, variant, arch, bit, quant):
     ckpt = load_checkpoint(path)
+    if bit is not None and ckpt.get("bit", bit) != bit:
+        raise UserError(f"{path} is a {ckpt['bit']}-bit checkpoint, not --bit {bit}")
     arch, bit = ckpt.get("arch", arch), ckpt.get("bit", bit)
     quant = ckpt.get("quant", quant)
     if arch not in variant.archs:
@@ -232,12 +242,25 @@ def print_cost(rows, image_size):
 
 # --- commands -----------------------------------------------------------------------------------
 
-def default_out(checkpoint):
-    """model_best.pth.tar -> model_best.apot, beside it."""
+def default_out(checkpoint, suffix=".apot"):
+    """model_best.pth.tar -> model_best.apot (or another suffix), beside it."""
     base = checkpoint
     for ext in (".tar", ".pth", ".pt"):
         base = base.removesuffix(ext)
-    return base + ".apot"
+    return base + suffix
+
+
+def write_bytes(data, path):
+    """Write to a temporary file in the same folder, then rename: never a truncated file."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def cmd_export(args, variant):
@@ -262,40 +285,110 @@ def cmd_infer(args, variant):
     if args.compare:
         float_model, _ = load_quantized_model(args.compare, variant, blob["arch"], blob["bit"],
                                               blob["quant"])
-    n, batches = variant.eval_batches(args, blob["num_classes"])
-    int_ok = float_ok = agree = 0
+    compare(lambda images: int_model(images), float_model, "integer path", args, variant,
+            blob["num_classes"])
+
+
+@torch.no_grad()
+def compare(predict, float_model, name, args, variant, num_classes):
+    """Top-1 of predict (images -> logits) on the test images, and with a float model, its
+    top-1 and how many predictions agree."""
+    n, batches = variant.eval_batches(args, num_classes)
+    ok = float_ok = agree = 0
     for images, target in tqdm(batches, total=math.ceil(n / args.batch),
                                disable=args.no_progress):
-        pred = int_model(images).argmax(1)
-        int_ok += (pred == target).sum().item()
+        pred = predict(images).argmax(1)
+        ok += (pred == target).sum().item()
         if float_model is not None:
             fpred = float_model(images).argmax(1)
             float_ok += (fpred == target).sum().item()
             agree += (fpred == pred).sum().item()
-    print(f"integer path: top-1 {100 * int_ok / n:.2f} on {n} test images")
+    print(f"{name}: top-1 {100 * ok / n:.2f} on {n} test images")
     if float_model is not None:
         print(f"float fake-quant model: top-1 {100 * float_ok / n:.2f}; predictions agree on "
               f"{agree} of {n} ({100 * agree / n:.2f}%)")
+
+
+def cmd_onnx(args, variant):
+    from apot.onnx_export import to_onnx  # onnx is an optional extra
+    model, meta = load_quantized_model(args.checkpoint, variant, args.arch, args.bit, args.quant)
+    proto = to_onnx(model, variant.conv_type, args.image_size, float_convs=args.float,
+                    unsigned_weights=args.uint8_weights)
+    out = args.out or default_out(args.checkpoint, ".fp32.onnx" if args.float else ".onnx")
+    write_bytes(proto.SerializeToString(), out)
+    kind = "plain FP32 convs" if args.float else f"{meta['bit']}-bit ConvInteger"
+    print(f"wrote {out}: {os.path.getsize(out):,d} bytes, {meta['arch']} with {kind} "
+          f"(float checkpoint {args.checkpoint}: {os.path.getsize(args.checkpoint):,d} bytes)")
+
+
+def ort_session(path):
+    """An ONNX Runtime CPU session of an exported file; a bad file is a one-line error."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise UserError("running ONNX models needs onnxruntime: pip install -e .[onnx]") from e
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found")
+    try:
+        return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise UserError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:200]}") from e
+
+
+def cmd_ort(args, variant):
+    session = ort_session(args.file)
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    num_classes = out.shape[-1]
+    float_model = None
+    if args.compare:
+        float_model, meta = load_quantized_model(args.compare, variant, variant.default_arch,
+                                                 args.bit, "apot")
+        if meta["num_classes"] != num_classes:
+            raise UserError(f"{args.compare} has {meta['num_classes']} classes, {args.file} "
+                            f"{num_classes}")
+    compare(lambda images: torch.from_numpy(session.run(None, {inp.name: images.numpy()})[0]),
+            float_model, "ONNX Runtime", args, variant, num_classes)
+
+
+def add_checkpoint_args(p, variant):
+    p.add_argument("checkpoint")
+    p.add_argument("-a", "--arch", default=variant.default_arch, choices=sorted(variant.archs))
+    p.add_argument("--bit", type=int, choices=[2, 3, 4, 5], default=None,
+                   help="bit-width (needed for checkpoints that do not record it)")
+    p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
+
+
+def add_test_set_args(p):
+    p.add_argument("file")
+    p.add_argument("--data", default="./data")
+    p.add_argument("--compare", default="", metavar="CKPT", help="also run this float model")
+    p.add_argument("--limit", type=int, default=0, help="only the first N test images")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--no-progress", action="store_true")
 
 
 def get_args_parser(variant):
     p = ArgumentParser(description=f"APoT integer export and shift-add inference ({variant.name})")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="checkpoint -> integer codes file")
-    e.add_argument("checkpoint")
-    e.add_argument("-a", "--arch", default=variant.default_arch, choices=sorted(variant.archs))
-    e.add_argument("--bit", type=int, choices=[2, 3, 4, 5], default=None,
-                   help="bit-width (needed for checkpoints that do not record it)")
-    e.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
+    add_checkpoint_args(e, variant)
     e.add_argument("--out", default="")
     i = sub.add_parser("infer", help=f"integer inference on the {variant.name} test images")
-    i.add_argument("file")
-    i.add_argument("--data", default="./data")
-    i.add_argument("--compare", default="", metavar="CKPT", help="also run this float model")
-    i.add_argument("--limit", type=int, default=0, help="only the first N test images")
-    i.add_argument("--batch", type=int, default=100)
-    i.add_argument("--no-progress", action="store_true")
-    for sub_parser in (e, i):
+    add_test_set_args(i)
+    o = sub.add_parser("onnx", help="checkpoint -> ONNX file with integer convolutions")
+    add_checkpoint_args(o, variant)
+    o.add_argument("--out", default="", help="default: beside the checkpoint, .onnx")
+    o.add_argument("--float", action="store_true",
+                   help="plain FP32 convs instead (the float twin, for speed comparisons)")
+    o.add_argument("--uint8-weights", action="store_true",
+                   help="store the int8 weight integers as uint8 w + 128 with a weight zero "
+                        "point of 128: the same convolution, faster under ONNX Runtime on x86")
+    r = sub.add_parser("ort", help=f"run an ONNX file with ONNX Runtime on the {variant.name} "
+                                   "test images")
+    add_test_set_args(r)
+    r.add_argument("--bit", type=int, choices=[2, 3, 4, 5], default=None,
+                   help="--compare checkpoint's bit-width, if it does not record it")
+    for sub_parser in (e, i, o, r):
         if variant.resizable:
             sub_parser.add_argument("--image-size", type=int, default=variant.image_size,
                                     help="image side: of the test crops, and of the image the "
@@ -307,5 +400,5 @@ def get_args_parser(variant):
 
 def main(variant, argv=None):
     os.environ.setdefault("APOT_COMPILE", "0")  # a few batches: compilation would not pay off
-    commands = {"export": cmd_export, "infer": cmd_infer}
+    commands = {"export": cmd_export, "infer": cmd_infer, "onnx": cmd_onnx, "ort": cmd_ort}
     cli_main(get_args_parser(variant), lambda args: commands[args.command](args, variant), argv)

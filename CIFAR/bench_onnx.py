@@ -1,0 +1,112 @@
+"""Inference speed of a quantized ResNet: the APoT ONNX model (integer convolutions, with int8 or
+with uint8 weights) and its float twin (the same network with plain FP32 convs) under ONNX
+Runtime, beside PyTorch's fake-quant model, at batch 1 and 100, measured in one run on the CPU.
+
+    python CIFAR/bench_onnx.py [--arch res20] [--bit 4] [--seconds 5] [--profile]
+
+Weights do not change the speed: the models are freshly initialised (BatchNorm statistics as
+initialised). Each configuration runs for about --seconds after a warm-up (which includes the
+quantizers' torch.compile); the figure is the median over five slices of that time.
+"""
+import argparse
+import collections
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+
+from apot.onnx_export import to_onnx
+from apot.training import stage_name
+from CIFAR.quant_layer import QuantConv2d
+from CIFAR.resnet import ARCHS
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "CPU"
+
+
+def images_per_second(run, batch, seconds):
+    """Median over five slices of `seconds` / 5 each, after one slice of warm-up."""
+    rates = []
+    for i in range(6):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            run()
+            n += batch
+        if i:
+            rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def op_profile(proto, x, runs=3):
+    """Milliseconds per run spent in each ONNX op type (ONNX Runtime's own profiler)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as folder:
+        options.profile_file_prefix = os.path.join(folder, "profile")
+        session = ort.InferenceSession(proto.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, {"input": x})
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    total = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node":
+            total[e["args"]["op_name"]] += e["dur"] / 1000 / runs
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="res20", choices=sorted(ARCHS))
+    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5])
+    p.add_argument("--seconds", default=5.0, type=float, help="timed seconds per configuration")
+    p.add_argument("--profile", action="store_true",
+                   help="also the time per ONNX op type of the uint8-weight model at batch 100")
+    args = p.parse_args()
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = ARCHS[args.arch](bit=args.bit).eval()
+    variants = {"APoT ONNX, int8 weights": dict(), "APoT ONNX, uint8 weights": dict(
+        unsigned_weights=True), "FP32 ONNX": dict(float_convs=True)}
+    sessions = {name: ort.InferenceSession(to_onnx(model, QuantConv2d, 32, **kw)
+                                           .SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+                for name, kw in variants.items()}
+    print(f"{args.arch}, {stage_name(args.bit)}, 32x32 images, {cpu_name()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"onnxruntime {ort.__version__}")
+    print(f"{'batch':>5s} {'model':28s} {'images/s':>10s} {'vs FP32 ONNX':>13s}")
+    for batch in (1, 100):
+        x = torch.randn(batch, 3, 32, 32)
+        runs = {name: (lambda s=s: s.run(None, {"input": x.numpy()}))
+                for name, s in sessions.items()}
+
+        def fake_quant():
+            with torch.no_grad():
+                model(x)
+
+        runs["PyTorch fake-quant"] = fake_quant
+        rates = {name: images_per_second(run, batch, args.seconds) for name, run in runs.items()}
+        for name, rate in rates.items():
+            print(f"{batch:5d} {name:28s} {rate:10.1f} {rate / rates['FP32 ONNX']:12.2f}x")
+    if args.profile:
+        proto = to_onnx(model, QuantConv2d, 32, unsigned_weights=True)
+        ms = op_profile(proto, torch.randn(100, 3, 32, 32).numpy())
+        print("APoT ONNX, uint8 weights, batch 100, ms per run by op type: " + ", ".join(
+            f"{op} {t:.1f}" for op, t in ms.most_common()))
+
+
+if __name__ == "__main__":
+    main()

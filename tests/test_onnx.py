@@ -1,0 +1,215 @@
+"""ONNX export with integer convolutions, run by ONNX Runtime: graph structure, exact integer
+convs, the projection lookup, whole models of both variants, bad inputs."""
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from apot.export import integer_terms, main as export_main  # noqa: E402
+from apot.intmath import int_conv2d  # noqa: E402
+from apot.levels import level_integers  # noqa: E402
+from apot.onnx_export import _Graph, _quant_conv, to_onnx  # noqa: E402
+from apot.projection import project_index  # noqa: E402
+from apot.training import UserError  # noqa: E402
+from CIFAR.export import VARIANT as CIFAR  # noqa: E402
+from CIFAR.quant_layer import QuantConv2d  # noqa: E402
+from CIFAR.resnet import ARCHS  # noqa: E402
+from conftest import OFFICIAL, needs_shared  # noqa: E402
+from ImageNet.export import VARIANT as IMAGENET  # noqa: E402
+from test_export import calibrated_imagenet_checkpoint, quant_conv  # noqa: E402
+
+
+def session(proto):
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def one_conv_model(conv, shape):
+    """A graph holding one quantized conv: float input of `shape`, its float output."""
+    g = _Graph(onnx)
+    out = _quant_conv(g, "conv", conv, "input", float_convs=False)
+    h = onnx.helper
+    graph = h.make_graph(g.nodes, "one", [h.make_tensor_value_info("input", 1, shape)],
+                         [h.make_tensor_value_info(out, 1, None),
+                          h.make_tensor_value_info("conv.acc", onnx.TensorProto.INT32, None),
+                          h.make_tensor_value_info("conv.act_int", onnx.TensorProto.UINT8,
+                                                   None)], g.inits)
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return proto
+
+
+def test_apot_level_sets_are_integers_over_4_10_48_100():
+    assert [level_integers(B)[1] for B in (2, 3, 4, 5)] == [4, 10, 48, 100]
+
+
+@pytest.mark.parametrize("family, B", [("apot", 2), ("apot", 3), ("apot", 4), ("apot", 5),
+                                       ("uniform", 3), ("uniform", 5), ("pot", 3)])
+def test_projection_lookup_equals_projection_at_levels_midpoints_and_both_sides(family, B):
+    """alpha_a = 2L makes the graph's scale factor exactly 1, so the inputs below reach the
+    ceil/clip/lookup unrounded: every level, every midpoint, 1/4 and one float32 ulp to either
+    side of it, beyond both ends. Reference: apot.projection's rule in float64."""
+    bit = B
+    conv = QuantConv2d(1, 2, 1, bit=bit, quant=family)
+    ints, L = level_integers(B, family)
+    with torch.no_grad():
+        conv.act_alpha.fill_(2.0 * L)
+    mids = (ints[1:] + ints[:-1]).double()  # midpoints on the 2L scale
+    x = torch.cat([2.0 * ints.double(), mids, mids + 0.25, mids - 0.25,
+                   torch.tensor([-3.0, -0.0, 2.0 * L + 5])]).float()
+    x = torch.cat([x, torch.nextafter(mids.float(), torch.tensor(np.inf)),
+                   torch.nextafter(mids.float(), torch.tensor(-np.inf))])
+    proto = one_conv_model(conv, [1, 1, 1, x.numel()])
+    got = session(proto).run(None, {"input": x.view(1, 1, 1, -1).numpy()})[2].ravel()
+    expect = ints[project_index(x.double().clamp(max=2 * L) / (2 * L), mids / (2 * L))]
+    assert got.tolist() == expect.tolist()
+
+
+@pytest.mark.parametrize("variant", ["CIFAR", "ImageNet"])
+@pytest.mark.parametrize("bit", [2, 3, 4, 5])
+def test_one_conv_equals_the_integer_reference_exactly(bit, variant, monkeypatch):
+    """Inputs on the activation levels times alpha and beyond the clip, so no element lies near
+    a midpoint: the int32 accumulator equals apot.intmath's integer conv, and the float output
+    its accumulator times the layer's rescale, bit for bit."""
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    torch.manual_seed(bit)
+    conv = quant_conv(variant, bit, "apot", stride=2)
+    t = integer_terms(conv)
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randint(0, len(t["a_ints"]) + 2, (2, 8, 9, 9), generator=g)
+    a_int = torch.cat([t["a_ints"], torch.tensor([0, t["a_denom"]])])[pick]
+    x = a_int.float() / t["a_denom"] * t["a_alpha"]
+    x[pick == len(t["a_ints"])] = -0.7  # below the first level
+    x[pick == len(t["a_ints"]) + 1] = 3 * t["a_alpha"]  # above the clip
+    sign = torch.where(t["negative"], -1, 1)
+    acc, _ = int_conv2d(a_int, sign, t["w_ints"][t["index"]], conv.stride[0], conv.padding[0])
+    out, onnx_acc, onnx_a = session(one_conv_model(conv, list(x.shape))).run(
+        None, {"input": x.numpy()})
+    assert np.array_equal(onnx_a, a_int.numpy())
+    assert np.array_equal(onnx_acc, acc.numpy())
+    assert np.array_equal(out, (acc.to(torch.float32) * t["scale"]).numpy())
+
+
+def test_quantized_convs_are_conv_integer_on_uint8_and_int8():
+    torch.manual_seed(0)
+    model = ARCHS["res20"](bit=4)
+    proto = to_onnx(model, QuantConv2d, 32)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(proto.graph.value_info) + list(proto.graph.input)}
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    convint = [n for n in proto.graph.node if n.op_type == "ConvInteger"]
+    n_quant = sum(isinstance(m, QuantConv2d) for m in model.modules())
+    assert len(convint) == n_quant == 20  # 18 block convs and 2 shortcut convs
+    for node in convint:
+        assert types[node.input[0]] == onnx.TensorProto.UINT8
+        assert types[node.input[1]] == onnx.TensorProto.INT8
+        assert types[node.output[0]] == onnx.TensorProto.INT32
+    assert [n.name for n in proto.graph.node if n.op_type == "Conv"] == ["conv1"]  # 8-bit
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert [d.dim_value or d.dim_param for d in
+            proto.graph.output[0].type.tensor_type.shape.dim] == ["batch", 10]
+
+
+def test_uint8_weights_with_a_zero_point_give_the_same_outputs():
+    torch.manual_seed(0)
+    model = ARCHS["res20"](bit=3)
+    x = torch.randn(6, 3, 32, 32).numpy()
+    signed = session(to_onnx(model, QuantConv2d, 32)).run(None, {"input": x})[0]
+    proto = to_onnx(model, QuantConv2d, 32, unsigned_weights=True)
+    assert np.array_equal(session(proto).run(None, {"input": x})[0], signed)
+    inits = {i.name: i.data_type for i in proto.graph.initializer}
+    convint = [n for n in proto.graph.node if n.op_type == "ConvInteger"]
+    assert len(convint) == 20 and all(
+        [inits[i] for i in n.input[1:]] == [onnx.TensorProto.UINT8] * 3 for n in convint)
+
+
+def test_plain_power_of_two_at_4_bits_is_refused():
+    model = ARCHS["res20"](bit=4, quant="pot")
+    with pytest.raises(UserError, match=r"pot levels at 4 bits need integers up to 16384"):
+        to_onnx(model, QuantConv2d, 32)
+
+
+def test_calibrated_imagenet_resnet18_agrees_with_pytorch(tiny_imagenet, tmp_path, monkeypatch,
+                                                          capsys):
+    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4, monkeypatch)
+    export_main(IMAGENET, ["onnx", str(ckpt), "--image-size", "32"])
+    out = tmp_path / "r18.onnx"
+    assert out.is_file() and "4-bit ConvInteger" in capsys.readouterr().out
+    export_main(IMAGENET, ["ort", str(out), "--data", str(tiny_imagenet), "--compare", str(ckpt),
+                           "--image-size", "32", "--no-progress"])
+    assert "predictions agree on 6 of 6 (100.00%)" in capsys.readouterr().out
+    from ImageNet.resnet import build_resnet
+    model = build_resnet("resnet18", 4, 3)
+    model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        ref = model.eval()(x)
+    got = ort.InferenceSession(str(out)).run(None, {"input": x.numpy()})[0]
+    assert (got.argmax(1) == ref.argmax(1).numpy()).all()
+    assert np.allclose(got, ref.numpy(), rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+
+
+def run_cli(variant, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(variant, argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    return err[0]
+
+
+def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.pth.tar"
+    bad.write_bytes(b"garbage" * 50)
+    fp = tmp_path / "fp.pth.tar"
+    torch.save({"state_dict": ARCHS["res20"](bit=32).state_dict()}, fp)  # as the authors' FP32
+    ours = tmp_path / "ours.pth.tar"
+    torch.save({"state_dict": ARCHS["res20"](bit=3).state_dict(), "bit": 3, "arch": "res20"},
+               ours)
+    out = tmp_path / "m.onnx"
+    assert run_cli(CIFAR, ["onnx", str(bad), "--bit", "4", "--out", str(out)], capsys) \
+        .startswith("error: cannot read checkpoint")
+    assert "does not fit this model (missing" in run_cli(
+        CIFAR, ["onnx", str(fp), "--bit", "4", "--out", str(out)], capsys)
+    assert run_cli(CIFAR, ["onnx", str(ours), "--bit", "4", "--out", str(out)], capsys) == \
+        f"error: {ours} is a 3-bit checkpoint, not --bit 4"
+    assert run_cli(CIFAR, ["ort", str(bad), "--data", str(tmp_path)], capsys) \
+        .startswith(f"error: ONNX Runtime cannot load {bad}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth.tar", "fp.pth.tar",
+                                                           "ours.pth.tar"]
+
+
+@needs_shared
+@pytest.mark.parametrize("bit", [4, 3, 2])
+def test_authors_checkpoints_agree_under_onnx_runtime(bit, monkeypatch):
+    """The first 500 test images (the README's table is the whole test set)."""
+    from apot.export import load_quantized_model
+    from CIFAR.data import Normalize, load_cifar
+    from conftest import CIFAR_DIR
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    model, _ = load_quantized_model(str(OFFICIAL / f"res20_{bit}bit.pth.tar"), CIFAR, "res20",
+                                    bit, "apot")
+    _, _, x, _ = load_cifar(CIFAR_DIR, "cifar10", download=False, train=False)
+    x = Normalize("cifar10", "cpu")(x[:500]).contiguous()
+    with torch.no_grad():
+        ref = model(x).argmax(1).numpy()
+    got = session(to_onnx(model, QuantConv2d, 32)).run(None, {"input": x.numpy()})[0].argmax(1)
+    assert (got == ref).mean() >= 0.998
+
+
+def test_benchmark_reports_every_model_at_both_batches(tmp_path):
+    from conftest import ROOT, run_script
+    proc = run_script(ROOT / "CIFAR" / "bench_onnx.py", "--seconds", "0.05", "--profile",
+                      env={"APOT_COMPILE": "0"}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line[:5].strip() in ("1", "100")]
+    assert [(r[0], " ".join(r[1:-2])) for r in rows] == [
+        (b, m) for b in ("1", "100") for m in ("APoT ONNX, int8 weights",
+                                              "APoT ONNX, uint8 weights", "FP32 ONNX",
+                                              "PyTorch fake-quant")]
+    assert all(r[-1] == "1.00x" for r in rows if "FP32" in r)
+    profile = proc.stdout.strip().splitlines()[-1]
+    assert "ms per run by op type: " in profile
+    assert {"ConvInteger", "Gather", "Ceil"} <= set(profile.replace(",", " ").split())
+    assert list(tmp_path.iterdir()) == []  # the profiler's file is not left behind
