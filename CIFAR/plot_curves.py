@@ -28,19 +28,31 @@ def find_runs(results, arch):
     return dict(sorted(runs.items(), reverse=True))
 
 
+LAST_PHASE = (225, 299)  # the recipe's last lr phase (x0.01), where the stages finish
+
+
 def plot(runs, arch, out):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """Whole runs on the left; the last lr phase, where the stages lie within a point of each
+    other, zoomed on the right."""
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw=dict(width_ratios=[3, 2]))
     for bit, rows in runs.items():
         epochs = [int(r["epoch"]) for r in rows]
         acc = [float(r["test_acc"]) for r in rows]
-        best = max(acc)
-        ax.plot(epochs, acc, lw=1.2, label=f"{stage_name(bit)}: best {best:.2f}, {len(rows)} epochs")
+        line, = ax.plot(epochs, acc, lw=1.2,
+                        label=f"{stage_name(bit)}: best {max(acc):.2f}, {len(rows)} epochs")
+        last = [(e, a) for e, a in zip(epochs, acc) if LAST_PHASE[0] <= e <= LAST_PHASE[1]]
+        if last:
+            zoom.plot(*zip(*last), lw=1.2, color=line.get_color())
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{arch} on CIFAR-10, our runs (CIFAR/run.sh)")
     ax.set_ylim(bottom=max(0, min(float(r["test_acc"]) for rows in runs.values() for r in rows) - 2))
-    ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    zoom.set_xlim(*LAST_PHASE)
+    zoom.set_xlabel("epoch")
+    zoom.set_title(f"last lr phase, epochs {LAST_PHASE[0]}-{LAST_PHASE[1]}")
+    for a in (ax, zoom):
+        a.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 

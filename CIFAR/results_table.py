@@ -2,17 +2,21 @@
 
     python CIFAR/results_table.py [--results result] [--arch res20] [--epochs 300]
 
+    python CIFAR/results_table.py --update README.md   # rewrites only the README's block
+
 One markdown row per stage (FP32, 4, 3, 2 bits): epochs done, our best test accuracy and its
-epoch (what model_best.pth.tar holds), the final epoch's accuracy, the drop of our best from our
-FP32 best, the median wall time of an epoch, then the reference numbers of APOT_SPEC.md (the
-paper, the authors' README, an independent rerun of the authors' code: not ours). A stage that
-has not reached --epochs says so instead of a final accuracy or a drop.
+epoch (what model_best.pth.tar holds), the final epoch's accuracy, the mean and sd of the test
+accuracy over the last lr phase, the drops of our best and of our mean from our FP32's, the
+median wall time of an epoch, then the reference numbers of APOT_SPEC.md (the paper with its
+drop from the paper's FP32, the authors' README, an independent rerun of the authors' code: not
+ours). A stage that has not reached --epochs says so instead of a final accuracy or a drop.
 
 Below the table, for each finished stage, the spread of its test accuracy over the last lr
 phase (from epoch 225 on, where the step schedule's lr is 0.001 of the stage's): how far apart
 the best and any other epoch of a nearly converged run are, from test-set noise alone.
 """
 import argparse
+import os
 import statistics
 
 from apot.training import stage_name
@@ -24,32 +28,68 @@ REFERENCE = {  # ResNet-20 on CIFAR-10, as APOT_SPEC.md prints them: (paper, REA
     32: ("91.6", "92.96", "92.90"), 4: ("92.3", "92.45", "92.56"), 3: ("92.2", "92.49", "92.53"),
     2: ("91.0", "90.96", "91.02"),
 }
-COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "drop from our FP32",
-           "s/epoch (median)", "paper", "authors' README", "rerun of the authors' code")
+COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase mean (sd)",
+           "drop of our best", "drop of our mean", "s/epoch (median)", "paper (drop)",
+           "authors' README", "rerun of the authors' code")
+BEGIN, END = "<!-- results-table: made by CIFAR/results_table.py --update -->", \
+    "<!-- /results-table -->"
 
 
-def stage_cells(rows, epochs, fp32_best):
-    """(epochs, best, final, drop, seconds) cells of one stage's log rows."""
+def last_phase(rows, start):
+    return [float(r["test_acc"]) for r in rows if int(r["epoch"]) >= start]
+
+
+def stage_cells(rows, epochs, fp32, start):
+    """The cells of one stage's log rows; fp32 = (best, last-phase mean) of a finished FP32
+    stage, or None. Final accuracy, last-phase mean and drops only for a finished stage."""
     acc = [float(r["test_acc"]) for r in rows]
     best = max(acc)
     best_epoch = int(rows[acc.index(best)]["epoch"])  # the first epoch that reached it
     seconds = statistics.median(float(r["seconds"]) for r in rows)
-    done = len(rows) >= epochs
-    final = f"{acc[-1]:.2f}" if done else "not finished"
-    drop = f"{fp32_best - best:+.2f}" if done and fp32_best is not None else ""
-    return (f"{len(rows)}/{epochs}", f"{best:.2f} ({best_epoch})", final, drop, f"{seconds:.0f}")
+    if len(rows) < epochs:
+        return (f"{len(rows)}/{epochs}", f"{best:.2f} ({best_epoch})", "not finished", "", "",
+                "", f"{seconds:.0f}")
+    phase = last_phase(rows, start)
+    mean = statistics.mean(phase)
+    drops = (f"{fp32[0] - best:+.2f}", f"{fp32[1] - mean:+.2f}") if fp32 else ("", "")
+    return (f"{len(rows)}/{epochs}", f"{best:.2f} ({best_epoch})", f"{acc[-1]:.2f}",
+            f"{mean:.2f} ({statistics.stdev(phase):.2f})", *drops, f"{seconds:.0f}")
 
 
-def table(runs, epochs):
+def reference_cells(bit):
+    paper, readme, rerun = REFERENCE[bit]
+    drop = "" if bit == 32 else f" ({float(REFERENCE[32][0]) - float(paper):+.1f})"
+    return (paper + drop, readme, rerun)
+
+
+def table(runs, epochs, start=LR_STEPS[-1]):
     fp32 = runs.get(32)
-    fp32_best = (max(float(r["test_acc"]) for r in fp32)
-                 if fp32 and len(fp32) >= epochs else None)
+    fp32_stats = None
+    if fp32 and len(fp32) >= epochs:
+        fp32_stats = (max(float(r["test_acc"]) for r in fp32),
+                      statistics.mean(last_phase(fp32, start)))
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for bit in STAGES:
-        ours = (stage_cells(runs[bit], epochs, None if bit == 32 else fp32_best)
-                if bit in runs else ("not run yet", "", "", "", ""))
-        lines.append("| " + " | ".join((stage_name(bit), *ours, *REFERENCE[bit])) + " |")
+        ours = (stage_cells(runs[bit], epochs, None if bit == 32 else fp32_stats, start)
+                if bit in runs else ("not run yet", "", "", "", "", "", ""))
+        lines.append("| " + " | ".join((stage_name(bit), *ours, *reference_cells(bit))) + " |")
     return "\n".join(lines)
+
+
+def update_block(path, text):
+    """Replace what lies between the BEGIN and END marker lines of the file at path (and
+    nothing else) with text; written to a temporary file, then renamed."""
+    with open(path) as f:
+        doc = f.read()
+    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
+        raise SystemExit(f"error: {path} needs exactly one '{BEGIN}' line followed by one "
+                         f"'{END}' line around the results table")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    os.replace(tmp, path)
 
 
 def last_phase_spread(runs, epochs, start):
@@ -59,7 +99,7 @@ def last_phase_spread(runs, epochs, start):
         rows = runs.get(bit, [])
         if len(rows) < epochs:
             continue
-        acc = [float(r["test_acc"]) for r in rows if int(r["epoch"]) >= start]
+        acc = last_phase(rows, start)
         lines.append(f"{stage_name(bit)}, epochs {start}-{epochs - 1}: test accuracy mean "
                      f"{statistics.mean(acc):.2f}, sd {statistics.stdev(acc):.2f}, "
                      f"min {min(acc):.2f}, max {max(acc):.2f}")
@@ -71,12 +111,19 @@ def main():
     p.add_argument("--results", default="result")
     p.add_argument("--arch", default="res20")
     p.add_argument("--epochs", default=300, type=int, help="epochs of a finished stage")
+    p.add_argument("--update", default="", metavar="README",
+                   help="write the table into this file's results block instead of printing it")
     args = p.parse_args()
     runs = find_runs(args.results, args.arch)
-    print(table(runs, args.epochs))
+    text = table(runs, args.epochs)
     spread = last_phase_spread(runs, args.epochs, LR_STEPS[-1])
     if spread:
-        print("\n" + spread)
+        text += "\n\n" + spread
+    if args.update:
+        update_block(args.update, text)
+        print(f"updated the results block of {args.update}")
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""Learned clipping thresholds of every quantized layer: our quantized stages beside the authors'.
+
+    python CIFAR/plot_alphas.py [--results result] [--arch res20]
+        [--official ../shared/data/apot-official-res20] [--out result/res20_alphas.png]
+
+Reads result/<arch>_<b>bit/model_best.pth.tar for b = 4, 3, 2 where present, and the authors'
+<arch>_<b>bit.pth.tar from --official where present; one panel for the activation alphas, one
+for the weight alphas (in units of the normalised weight's standard deviation), layers in
+network order. Also prints the values as a table.
+"""
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from apot.training import load_checkpoint, stage_name, strip_module_prefix  # noqa: E402
+
+BITS = (4, 3, 2)
+STAGE_EPOCHS = 300
+ACT, WGT = ".act_alpha", ".weight_quant.wgt_alpha"
+
+
+def layer_alphas(path):
+    """{layer: (activation alpha, weight alpha)} in network order."""
+    sd = strip_module_prefix(load_checkpoint(path)["state_dict"])
+    return {k[:-len(ACT)]: (v.item(), sd[k[:-len(ACT)] + WGT].item())
+            for k, v in sd.items() if k.endswith(ACT)}
+
+
+def trained_epochs(run_dir):
+    last = run_dir / "checkpoint.pth.tar"
+    return load_checkpoint(last)["epoch"] if last.is_file() else None
+
+
+def find_checkpoints(results, official, arch):
+    found = {}
+    for bit in BITS:
+        ours = Path(results) / f"{arch}_{bit}bit" / "model_best.pth.tar"
+        theirs = Path(official) / f"{arch}_{bit}bit.pth.tar"
+        epochs = trained_epochs(ours.parent)
+        if ours.is_file():  # a stage still training says so in its label
+            part = "" if epochs in (None, STAGE_EPOCHS) else f" ({epochs} of {STAGE_EPOCHS} epochs)"
+            found[f"ours {stage_name(bit)}{part}"] = (bit, layer_alphas(ours))
+        if theirs.is_file():
+            found[f"authors' {stage_name(bit)}"] = (bit, layer_alphas(theirs))
+    return found
+
+
+def plot(found, arch, out):
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    colours = {4: "tab:blue", 3: "tab:orange", 2: "tab:green"}
+    layers = next(iter(found.values()))[1].keys()
+    for label, (bit, alphas) in found.items():
+        mine = label.startswith("ours")
+        style = dict(color=colours[bit], marker="o" if mine else "x", ms=4, lw=1.2,
+                     ls="-" if mine else "--", label=label)
+        for ax, i in zip(axes, (0, 1)):
+            ax.plot(range(len(alphas)), [a[i] for a in alphas.values()], **style)
+    axes[0].set_ylabel("activation alpha")
+    axes[1].set_ylabel("weight alpha (std units)")
+    axes[1].set_xticks(range(len(layers)))
+    axes[1].set_xticklabels([n.replace("layer", "") for n in layers], rotation=70, fontsize=7)
+    axes[0].set_title(f"{arch}: learned clipping thresholds per quantized conv")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default="result")
+    p.add_argument("--arch", default="res20")
+    p.add_argument("--official", default="../shared/data/apot-official-res20")
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+    found = find_checkpoints(args.results, args.official, args.arch)
+    if not found:
+        raise SystemExit(f"error: no quantized {args.arch} checkpoint under {args.results} or "
+                         f"{args.official}")
+    out = args.out or str(Path(args.results) / f"{args.arch}_alphas.png")
+    plot(found, args.arch, out)
+    print("activation alpha / weight alpha per quantized conv:")
+    print(f"{'layer':22s}" + "".join(f"{label:>32s}" for label in found))
+    for layer in next(iter(found.values()))[1]:
+        print(f"{layer:22s}" + "".join(f"{a[layer][0]:>22.3f} /{a[layer][1]:7.3f}"
+                                       for _, a in found.values()))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
