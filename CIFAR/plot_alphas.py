@@ -1,12 +1,12 @@
 """Learned clipping thresholds of every quantized layer: our quantized stages beside the authors'.
 
-    python CIFAR/plot_alphas.py [--results result] [--arch res20]
-        [--official ../shared/data/apot-official-res20] [--out result/res20_alphas.png]
+    python CIFAR/plot_alphas.py [--results result/reference] [--arch res20]
+        [--official ../shared/data/apot-official-res20] [--out RESULTS/res20_alphas.png]
 
-Reads result/<arch>_<b>bit/model_best.pth.tar for b = 4, 3, 2 where present, and the authors'
-<arch>_<b>bit.pth.tar from --official where present; one panel for the activation alphas, one
-for the weight alphas (in units of the normalised weight's standard deviation), layers in
-network order. Also prints the values as a table.
+Reads RESULTS/<arch>_<b>bit/model_best.pth.tar for b = 4, 3, 2 where present, and the
+authors' <arch>_<b>bit.pth.tar from --official where present; one panel for the activation
+alphas, one for the weight alphas (in units of the normalised weight's standard deviation),
+layers in network order. Also prints the values as a table.
 """
 import argparse
 from pathlib import Path
@@ -73,7 +73,8 @@ def plot(found, arch, out):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="result")
+    p.add_argument("--results", default="result/reference",
+                   help="the folder of the run folders (default: our reference runs)")
     p.add_argument("--arch", default="res20")
     p.add_argument("--official", default="../shared/data/apot-official-res20")
     p.add_argument("--out", default="")

@@ -1,8 +1,9 @@
 """Test-accuracy curves of every CIFAR run folder found, from their log.csv files.
 
-    python CIFAR/plot_curves.py [--results result] [--arch res20] [--out result/res20_curves.png]
+    python CIFAR/plot_curves.py [--results result/reference] [--arch res20]
+        [--out RESULTS/res20_curves.png]
 
-Picks up whatever stages exist (result/<arch>_<bit>bit/log.csv), so rerunning it as the chain
+Picks up whatever stages exist (RESULTS/<arch>_<bit>bit/log.csv), so rerunning it as the chain
 goes on adds the later stages by itself.
 """
 import argparse
@@ -59,7 +60,8 @@ def plot(runs, arch, out):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="result")
+    p.add_argument("--results", default="result/reference",
+                   help="the folder of the run folders (default: our reference runs)")
     p.add_argument("--arch", default="res20")
     p.add_argument("--out", default="")
     args = p.parse_args()

@@ -1,6 +1,6 @@
 """The README's reproducibility table, computed from the run folders' log.csv files.
 
-    python CIFAR/results_table.py [--results result] [--arch res20] [--epochs 300]
+    python CIFAR/results_table.py [--results result/reference] [--arch res20] [--epochs 300]
 
     python CIFAR/results_table.py --update README.md   # rewrites only the README's block
 
@@ -108,7 +108,8 @@ def last_phase_spread(runs, epochs, start):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="result")
+    p.add_argument("--results", default="result/reference",
+                   help="the folder of the run folders (default: our reference runs)")
     p.add_argument("--arch", default="res20")
     p.add_argument("--epochs", default=300, type=int, help="epochs of a finished stage")
     p.add_argument("--update", default="", metavar="README",

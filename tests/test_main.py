@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -93,6 +94,34 @@ def test_run_sh_chains_all_four_stages(tiny_cifar, tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("nothing to train") == 4
     assert digest(tmp_path / "result/res20_2bit/checkpoint.pth.tar") == before
+
+
+def test_run_sh_leaves_the_reference_runs_alone_unless_named(tiny_cifar, tmp_path):
+    """A fresh clone holds our reference runs in result/reference: the user's chain starts its
+    FP32 stage from scratch in result/ and never reads or writes them; --runs continues them."""
+    ref = tmp_path / "result" / "reference" / "res20_32bit"
+    ref.mkdir(parents=True)
+    (ref / "checkpoint.pth.tar").write_bytes(b"our reference run")
+    cmd = ["bash", ROOT / "CIFAR" / "run.sh", "res20", tiny_cifar, "--epochs", "1",
+           "--no-progress", "--no-compile"]
+    (tmp_path / "fake_python").write_text("#!/bin/sh\necho \"main.py $*\"\n")
+    (tmp_path / "fake_python").chmod(0o755)
+    env = {**os.environ, "PYTHON": str(tmp_path / "fake_python")}
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "== FP32 stage: starting in result/res20_32bit"
+    assert "--save-dir result/res20_32bit" in lines[1] and "--resume" not in lines[1]
+    assert "reference" not in proc.stdout
+    proc = subprocess.run([*cmd[:4], "--runs", "result/reference", *cmd[4:]], cwd=tmp_path,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "== FP32 stage: continuing result/reference/res20_32bit/checkpoint.pth.tar"
+    assert "--resume result/reference/res20_32bit/checkpoint.pth.tar" in lines[1]
+    assert "--runs" not in lines[1] and lines[1].endswith("--epochs 1 --no-progress --no-compile")
+    assert "--init result/reference/res20_32bit/model_best.pth.tar" in lines[3]
+    assert (ref / "checkpoint.pth.tar").read_bytes() == b"our reference run"
 
 
 def test_unsupported_bit_is_refused(tiny_cifar, tmp_path):

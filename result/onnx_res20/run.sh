@@ -17,9 +17,9 @@ for b in 4 3 2; do
   run "authors_${b}bit" "$official/res20_${b}bit.pth.tar" "$b"
 done
 for b in 4 3 2; do
-  ckpt=result/res20_${b}bit/model_best.pth.tar
+  ckpt=result/reference/res20_${b}bit/model_best.pth.tar
   # ours: a stage counts once its 300 epochs are done
-  if python -c "import sys, torch; sys.exit(torch.load('result/res20_${b}bit/checkpoint.pth.tar', weights_only=True)['epoch'] < 300)" 2>/dev/null; then
+  if python -c "import sys, torch; sys.exit(torch.load('result/reference/res20_${b}bit/checkpoint.pth.tar', weights_only=True)['epoch'] < 300)" 2>/dev/null; then
     run "ours_${b}bit" "$ckpt" "$b"
   fi
 done
