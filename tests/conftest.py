@@ -76,3 +76,22 @@ def assert_one_line_error(proc, pattern):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
     assert re.search(pattern, last_line(proc.stderr)), proc.stderr
+
+
+def call_main(main, argv, capsys):
+    """A command line's main(argv) run in this process (no interpreter start-up): returns
+    (exit status, stdout, stderr). Any exception but SystemExit propagates, as a traceback
+    would in a subprocess."""
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line_error_in_process(result, pattern):
+    code, _, err = result
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert re.search(pattern, err.strip()), err

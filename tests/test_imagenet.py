@@ -8,7 +8,8 @@ import torch
 import torchvision
 
 from apot.levels import activation_levels, weight_levels
-from conftest import ROOT, assert_one_line_error, last_line, make_image_folder, run_script
+from conftest import (ROOT, assert_one_line_error, assert_one_line_error_in_process, call_main,
+                      last_line, make_image_folder, run_script)
 from ImageNet.quant_layer import QuantConv2d, family_flags
 from ImageNet.resnet import ARCHS
 
@@ -359,43 +360,55 @@ def test_corrupt_scaler_entries_are_refused(entry):
     check_scaler_state(torch.amp.GradScaler("cpu").state_dict(), "c.pth")
 
 
-def test_corrupt_scaler_entry_is_a_clear_error_and_nothing_is_written(trained_run,
-                                                                      tiny_imagenet, tmp_path):
+@pytest.fixture
+def imagenet_main(monkeypatch, tmp_path):
+    """ImageNet.main.main run in this process from tmp_path (its --no-compile is undone)."""
+    import ImageNet.main as main_mod
+    monkeypatch.setenv("APOT_COMPILE", "0")
+    monkeypatch.chdir(tmp_path)
+    return main_mod.main
+
+
+def test_corrupt_scaler_entry_is_a_clear_error_and_nothing_is_written(trained_run, imagenet_main,
+                                                                      tiny_imagenet, tmp_path,
+                                                                      capsys):
     ckpt = torch.load(trained_run / "checkpoint.pth.tar", weights_only=True)
     ckpt["scaler"] = BAD_SCALER_ENTRIES[0]
     run = tmp_path / "run"
     run.mkdir()
     torch.save(ckpt, run / "checkpoint.pth.tar")
     before = (run / "checkpoint.pth.tar").read_bytes()
-    proc = run_script(MAIN, "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4",
-                      "--epochs", "2", "--save-dir", run, "--resume", run / "checkpoint.pth.tar",
-                      "--amp", *FAST, cwd=tmp_path)
-    assert_one_line_error(proc, r"^error: --resume .*: corrupt 'scaler' entry")
+    result = call_main(imagenet_main, [
+        "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4", "--epochs", "2",
+        "--save-dir", run, "--resume", run / "checkpoint.pth.tar", "--amp", *FAST], capsys)
+    assert_one_line_error_in_process(result, r"^error: --resume .*: corrupt 'scaler' entry")
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pth.tar"]
     assert (run / "checkpoint.pth.tar").read_bytes() == before
 
 
-def test_evaluation_reads_val_alone(trained_run, tmp_path):
+def test_evaluation_reads_val_alone(trained_run, imagenet_main, tmp_path, capsys):
     data = make_image_folder(tmp_path / "d")
     import shutil
     shutil.rmtree(data / "train")
-    proc = run_script(MAIN, "-a", "resnet18", "--bit", "4", "--data", data, "-e", "--init",
-                      trained_run / "model_best.pth.tar", *FAST, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert re.fullmatch(r"\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d", last_line(proc.stdout))
+    argv = ["-a", "resnet18", "--bit", "4", "--data", data, "-e", "--init",
+            trained_run / "model_best.pth.tar", *FAST]
+    code, out, err = call_main(imagenet_main, argv, capsys)
+    assert code == 0, err
+    assert re.fullmatch(r"\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d", last_line(out))
     shutil.rmtree(data / "val")
-    proc = run_script(MAIN, "-a", "resnet18", "--bit", "4", "--data", data, "-e", "--init",
-                      trained_run / "model_best.pth.tar", *FAST, cwd=tmp_path)
-    assert_one_line_error(proc, r"^error: .*val not found: --data must be an ImageFolder root")
+    assert_one_line_error_in_process(call_main(imagenet_main, argv, capsys),
+                                     r"^error: .*val not found: --data must be an ImageFolder")
 
 
 @pytest.mark.parametrize("arch, bit", [("resnet34", 4), ("resnet18", 2)])
 def test_evaluating_a_checkpoint_of_another_model_is_a_clear_error(arch, bit, trained_run,
-                                                                   tiny_imagenet, tmp_path):
-    proc = run_script(MAIN, "-a", arch, "--bit", bit, "--data", tiny_imagenet, "-e", "--init",
-                      trained_run / "model_best.pth.tar", *FAST, cwd=tmp_path)
-    assert_one_line_error(proc, r"^error: checkpoint .* (is a (arch=resnet18|bit=4) run|does "
-                                r"not fit this model)")
+                                                                   imagenet_main, tiny_imagenet,
+                                                                   tmp_path, capsys):
+    result = call_main(imagenet_main, ["-a", arch, "--bit", bit, "--data", tiny_imagenet, "-e",
+                                       "--init", trained_run / "model_best.pth.tar", *FAST],
+                       capsys)
+    assert_one_line_error_in_process(result, r"^error: checkpoint .* (is a (arch=resnet18|bit=4) "
+                                             r"run|does not fit this model)")
     assert list(tmp_path.iterdir()) == []
 
 
