@@ -7,7 +7,7 @@
 One markdown row per stage (FP32, 4, 3, 2 bits): epochs done, our best test accuracy and its
 epoch (what model_best.pth.tar holds), the final epoch's accuracy, the mean and sd of the test
 accuracy over the last lr phase, the drops of our best and of our mean from our FP32's, the
-median wall time of an epoch, then the reference numbers of APOT_SPEC.md (the paper with its
+median wall time of an epoch, then the reference numbers of docs/method.md (the paper with its
 drop from the paper's FP32, the authors' README, an independent rerun of the authors' code: not
 ours). A stage that has not reached --epochs says so instead of a final accuracy or a drop.
 
@@ -24,7 +24,7 @@ from CIFAR.main import LR_STEPS
 from CIFAR.plot_curves import find_runs
 
 STAGES = (32, 4, 3, 2)
-REFERENCE = {  # ResNet-20 on CIFAR-10, as APOT_SPEC.md prints them: (paper, README, rerun)
+REFERENCE = {  # ResNet-20 on CIFAR-10, as docs/method.md lists them: (paper, README, rerun)
     32: ("91.6", "92.96", "92.90"), 4: ("92.3", "92.45", "92.56"), 3: ("92.2", "92.49", "92.53"),
     2: ("91.0", "90.96", "91.02"),
 }

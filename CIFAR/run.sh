@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The authors' CIFAR recipe: FP32 -> 4 -> 3 -> 2 bits, each quantized stage initialised (--init)
-# from the previous stage's best checkpoint (docs: README, "The CIFAR recipe").
+# from the previous stage's best checkpoint (docs/training.md, docs/method.md).
 #
 #   CIFAR/run.sh ARCH DATA_DIR [--runs DIR] [-id GPU_IDS] [any main.py arguments...]
 #   CIFAR/run.sh res20 ./data                        # your runs: result/res20_<bit>bit

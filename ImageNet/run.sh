@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The authors' published ImageNet recipes (APOT_SPEC.md section 5): every bit-width starts from
+# The authors' published ImageNet recipes (docs/method.md): every bit-width starts from
 # the ImageNet-pretrained full-precision weights; 100 epochs, SGD momentum 0.9, lr x0.1 at
 # epochs 30/60/90; where the recipe has one, the lr moves linearly over the first 2,500
 # iterations from its value at iteration 0 (--warmup-lr) to the base lr.

@@ -263,7 +263,7 @@ def recipe_args(arch, bit, tmp_path):
     ("resnet18", 4, 0.025, 0.01, 1e-4), ("resnet18", 2, 0.010, 0.04, 2e-5),
     ("resnet34", 2, 0.025, 0.1, 2e-5)])
 def test_recipe_warm_up_and_steps(arch, bit, start, base, wd, tmp_path):
-    """APOT_SPEC section 5 (the authors' training logs): the lr at iteration 0, at the end of
+    """docs/method.md (the authors' training logs): the lr at iteration 0, at the end of
     the 2,500-iteration warm-up, and after the steps at epochs 30/60/90."""
     from ImageNet.main import lr_factor
     args = recipe_args(arch, bit, tmp_path)

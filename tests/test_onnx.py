@@ -183,7 +183,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys):
 @needs_shared
 @pytest.mark.parametrize("bit", [4, 3, 2])
 def test_authors_checkpoints_agree_under_onnx_runtime(bit, monkeypatch):
-    """The first 500 test images (the README's table is the whole test set)."""
+    """The first 500 test images (docs/onnx.md's table is the whole test set)."""
     from apot.export import load_quantized_model
     from CIFAR.data import Normalize, load_cifar
     from conftest import CIFAR_DIR
