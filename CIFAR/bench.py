@@ -25,7 +25,7 @@ from functools import partial
 
 import torch
 
-from apot.levels import activation_levels
+from apot.levels import SUPPORTED_BITS, activation_levels
 from apot.projection import maybe_compile, midpoints, project
 from apot.training import set_float32_arithmetic, stage_name
 from CIFAR.data import DataError, Normalize, load_cifar, train_batches
@@ -156,7 +156,7 @@ def report_epochs(times, steps, bit):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="res20")
-    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5])
+    p.add_argument("--bit", default=4, type=int, choices=SUPPORTED_BITS)
     p.add_argument("--steps", default=20, type=int, help="timed steps per model")
     p.add_argument("--batch", default=128, type=int)
     p.add_argument("--data", default="./data", help="folder with cifar-10-batches-py/ (optional)")

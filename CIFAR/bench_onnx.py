@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from apot.levels import SUPPORTED_BITS
 from apot.onnx_export import to_onnx
 from apot.training import stage_name
 from CIFAR.quant_layer import QuantConv2d
@@ -69,7 +70,7 @@ def op_profile(proto, x, runs=3):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="res20", choices=sorted(ARCHS))
-    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5])
+    p.add_argument("--bit", default=4, type=int, choices=SUPPORTED_BITS)
     p.add_argument("--seconds", default=5.0, type=float, help="timed seconds per configuration")
     p.add_argument("--profile", action="store_true",
                    help="also the time per ONNX op type of the uint8-weight model at batch 100")

@@ -12,11 +12,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_finite, cli_main,
-                           epoch_row, init_distributed, load_checkpoint, load_weights,
-                           pick_device, prepare_save_dir, report_final, restore_run, run_state,
-                           save_epoch, set_float32_arithmetic, wrap_model, write_args)
 from apot.bngroups import check_bn_groups, split_batchnorm
+from apot.levels import SUPPORTED_BITS
+from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
+                           check_finite, cli_main, epoch_row, init_distributed, load_checkpoint,
+                           load_weights, pick_device, prepare_save_dir, report_final,
+                           restore_run, run_state, save_epoch, set_float32_arithmetic,
+                           wrap_model, write_args)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -29,7 +31,7 @@ LR_STEPS = (150, 225)
 def get_args_parser():
     p = ArgumentParser(description="APoT quantization on CIFAR (ResNet-20..110)")
     p.add_argument("-a", "--arch", default="res20", choices=sorted(ARCHS))
-    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5, 32],
+    p.add_argument("--bit", default=4, type=int, choices=[*SUPPORTED_BITS, 32],
                    help="bit-width of weights and activations of the block convs (32 = float)")
     p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"],
                    help="level family of the quantized convs")
@@ -56,7 +58,7 @@ def get_args_parser():
     p.add_argument("--no-download", action="store_true",
                    help="never download the dataset; a missing folder is an error")
     p.add_argument("--seed", default=0, type=int)
-    p.add_argument("--workers", default=0, type=int,
+    p.add_argument("--threads", default=0, type=int,
                    help="CPU threads for PyTorch (0: its default); batches are made on the device,"
                         " so no loader processes are needed")
     p.add_argument("--save-dir", default="", help="run folder (default result/<arch>_<bit>bit)")
@@ -124,21 +126,28 @@ def train_step(model, criterion, optimizer, images, target):
 
 
 def train_one_epoch(model, criterion, optimizer, data, normalize, epoch, args, ctx):
+    """(mean loss, top-1) over the epoch's training batches. The sums stay on the device, read
+    every NAN_CHECK_EVERY steps for the non-finite check and the progress bar, not every step."""
     model.train()
     x, y = data
     steps = -(-len(x) // args.batch_size)
     batches = train_batches(x, y, args.batch_size, args.seed, epoch, ctx["rank"], ctx["world"])
     bar = tqdm(batches, total=steps, desc=f"train {epoch}", disable=ctx["quiet"], leave=False)
-    loss_sum = correct = count = 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx["device"])
+    correct = torch.zeros((), dtype=torch.int64, device=ctx["device"])
+    count = checked = 0
     for step, (images, target) in enumerate(bar):
         output, loss = train_step(model, criterion, optimizer, normalize(images), target)
-        loss_val = loss.item()
-        check_finite(loss_val, epoch, step)
-        loss_sum += loss_val * len(target)
-        correct += (output.argmax(1) == target).sum().item()
+        loss_sum += loss.detach().double() * len(target)
+        correct += (output.argmax(1) == target).sum()
         count += len(target)
-        bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.2f}")
-    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], ctx["device"])
+        if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps:
+            check_finite(loss_sum, epoch, checked, step)
+            checked = step + 1
+            bar.set_postfix(loss=f"{loss_sum.item() / count:.3f}",
+                            acc=f"{100 * correct.item() / count:.2f}")
+    loss_sum, correct, count = all_reduce_sum([loss_sum.item(), correct.item(), count],
+                                              ctx["device"])
     return loss_sum / count, 100 * correct / count
 
 
@@ -148,13 +157,14 @@ def evaluate(model, criterion, data, normalize, ctx):
     model.eval()
     x, y = data
     starts = range(ctx["rank"] * TEST_BATCH, len(x), TEST_BATCH * ctx["world"])
-    loss_sum = correct = 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx["device"])
+    correct = torch.zeros((), dtype=torch.int64, device=ctx["device"])
     for s in tqdm(starts, desc="test", disable=ctx["quiet"], leave=False):
         images, target = x[s:s + TEST_BATCH], y[s:s + TEST_BATCH]
         output = model(normalize(images))
-        loss_sum += criterion(output, target).item() * len(target)
-        correct += (output.argmax(1) == target).sum().item()
-    loss_sum, correct = all_reduce_sum([loss_sum, correct], ctx["device"])
+        loss_sum += criterion(output, target).double() * len(target)
+        correct += (output.argmax(1) == target).sum()
+    loss_sum, correct = all_reduce_sum([loss_sum.item(), correct.item()], ctx["device"])
     return loss_sum / len(x), 100 * correct / len(x)
 
 
@@ -197,8 +207,8 @@ def run(args):
     say = print if rank == 0 else (lambda *a, **k: None)
     if device.type == "cpu":
         say("no GPU found: running on the CPU")
-        if args.workers:
-            torch.set_num_threads(args.workers)
+        if args.threads:
+            torch.set_num_threads(args.threads)
     if args.batch_size % world:
         raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
     check_bn_groups(args.bn_groups, args.batch_size // world)

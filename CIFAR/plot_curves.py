@@ -7,8 +7,6 @@ Picks up whatever stages exist (RESULTS/<arch>_<bit>bit/log.csv), so rerunning i
 goes on adds the later stages by itself.
 """
 import argparse
-import csv
-import re
 from pathlib import Path
 
 import matplotlib
@@ -17,16 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apot.training import stage_name  # noqa: E402
-
-
-def find_runs(results, arch):
-    runs = {}
-    for log in Path(results).glob(f"{arch}_*bit/log.csv"):
-        bit = int(re.fullmatch(rf"{arch}_(\d+)bit", log.parent.name).group(1))
-        rows = list(csv.DictReader(open(log)))
-        if rows:
-            runs[bit] = rows
-    return dict(sorted(runs.items(), reverse=True))
+from CIFAR.results_table import find_runs  # noqa: E402
 
 
 LAST_PHASE = (225, 299)  # the recipe's last lr phase (x0.01), where the stages finish

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from apot.calibrated import calibrated_weight_quant
 from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for resnet.py)
-from apot.levels import activation_levels, weight_levels
+from apot.levels import SUPPORTED_BITS, activation_levels, weight_levels
 from apot.projection import maybe_compile, midpoints, project
 
-QUANT_BITS = (2, 3, 4, 5)
+QUANT_BITS = SUPPORTED_BITS  # the bit-widths with level sets, apot.levels
 WEIGHT_ALPHA_INIT = 3.0  # three standard deviations of the normalised weight
 ACT_ALPHA_INIT = 8.0
 

@@ -16,18 +16,32 @@ phase (from epoch 225 on, where the step schedule's lr is 0.001 of the stage's):
 the best and any other epoch of a nearly converged run are, from test-set noise alone.
 """
 import argparse
+import csv
 import os
+import re
 import statistics
+from pathlib import Path
 
 from apot.training import stage_name
 from CIFAR.main import LR_STEPS
-from CIFAR.plot_curves import find_runs
 
 STAGES = (32, 4, 3, 2)
 REFERENCE = {  # ResNet-20 on CIFAR-10, as docs/method.md lists them: (paper, README, rerun)
     32: ("91.6", "92.96", "92.90"), 4: ("92.3", "92.45", "92.56"), 3: ("92.2", "92.49", "92.53"),
     2: ("91.0", "90.96", "91.02"),
 }
+def find_runs(results, arch):
+    """{bit: log.csv rows} of every RESULTS/<arch>_<bit>bit run folder with a non-empty log,
+    highest bit-width first."""
+    runs = {}
+    for log in Path(results).glob(f"{arch}_*bit/log.csv"):
+        bit = int(re.fullmatch(rf"{arch}_(\d+)bit", log.parent.name).group(1))
+        rows = list(csv.DictReader(open(log)))
+        if rows:
+            runs[bit] = rows
+    return dict(sorted(runs.items(), reverse=True))
+
+
 COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase mean (sd)",
            "drop of our best", "drop of our mean", "s/epoch (median)", "paper (drop)",
            "authors' README", "rerun of the authors' code")

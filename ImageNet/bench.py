@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from apot.levels import SUPPORTED_BITS
 from apot.training import set_float32_arithmetic, stage_name
 from ImageNet.data import IMAGE_SIZE
 from ImageNet.main import build_model
@@ -20,7 +21,7 @@ from ImageNet.main import build_model
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet18")
-    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5])
+    p.add_argument("--bit", default=4, type=int, choices=SUPPORTED_BITS)
     p.add_argument("--batch", default=32, type=int)
     p.add_argument("--steps", default=5, type=int)
     p.add_argument("--amp", action="store_true")

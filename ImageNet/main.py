@@ -15,11 +15,13 @@ import torch.nn as nn
 import torchvision
 from tqdm import tqdm
 
-from apot.training import (ArgumentParser, UserError, all_reduce_sum, check_finite,
-                           check_run_meta, cli_main, epoch_row, init_distributed,
-                           load_checkpoint, load_weights, pick_device, prepare_save_dir, report_final, restore_run, run_state,
-                           save_epoch, set_float32_arithmetic, wrap_model, write_args)
 from apot.bngroups import check_bn_groups, split_batchnorm
+from apot.levels import SUPPORTED_BITS
+from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
+                           check_finite, check_run_meta, cli_main, epoch_row, init_distributed,
+                           load_checkpoint, load_weights, pick_device, prepare_save_dir,
+                           report_final, restore_run, run_state, save_epoch,
+                           set_float32_arithmetic, wrap_model, write_args)
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
 from ImageNet.resnet import ARCHS, build_resnet
 
@@ -30,7 +32,7 @@ TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Wei
 def get_args_parser():
     p = ArgumentParser(description="APoT quantization on ImageNet (ResNet-18/34/50)")
     p.add_argument("-a", "--arch", default="resnet18", choices=sorted(ARCHS))
-    p.add_argument("--bit", default=4, type=int, choices=[2, 3, 4, 5, 32])
+    p.add_argument("--bit", default=4, type=int, choices=[*SUPPORTED_BITS, 32])
     p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
     p.add_argument("--data", required=True,
                    help="ImageFolder root holding train/ and val/ (-e reads val/ alone)")
@@ -108,9 +110,10 @@ def is_alpha(key):
 
 
 def accuracy_counts(output, target):
+    """(top-1, top-5) hits of a batch, as device tensors."""
     top5 = output.topk(min(5, output.shape[1]), dim=1).indices
     hits = top5 == target.view(-1, 1)
-    return hits[:, 0].sum().item(), hits.any(1).sum().item()
+    return hits[:, 0].sum(), hits.any(1).sum()
 
 
 def to_device(images, target, device, channels_last):
@@ -121,8 +124,12 @@ def to_device(images, target, device, channels_last):
 
 
 def train_one_epoch(net, criterion, optimizer, scheduler, scaler, data, epoch, ctx, args):
+    """(mean loss, top-1, top-5) over the epoch; the sums stay on the device, read every
+    NAN_CHECK_EVERY steps for the non-finite check."""
     net.train()
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1, top-5, count
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx["device"])
+    hits = torch.zeros(2, dtype=torch.int64, device=ctx["device"])  # top-1, top-5
+    n = checked = 0
     for step, (images, target) in enumerate(tqdm(data, desc=f"train {epoch}", disable=ctx["quiet"],
                                                  leave=False)):
         images, target = to_device(images, target, ctx["device"], args.channels_last)
@@ -134,28 +141,30 @@ def train_one_epoch(net, criterion, optimizer, scheduler, scaler, data, epoch, c
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        loss_val = loss.item()
-        check_finite(loss_val, epoch, step)
-        top1, top5 = accuracy_counts(output, target)
-        for i, v in enumerate((loss_val * len(target), top1, top5, len(target))):
-            sums[i] += v
-    loss, top1, top5, n = all_reduce_sum(sums, ctx["device"])
+        loss_sum += loss.detach().double() * len(target)
+        hits += torch.stack(accuracy_counts(output, target))
+        n += len(target)
+        if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == len(data):
+            check_finite(loss_sum, epoch, checked, step)
+            checked = step + 1
+    loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx["device"])
     return loss / max(n, 1), 100 * top1 / max(n, 1), 100 * top5 / max(n, 1)
 
 
 @torch.no_grad()
 def evaluate(model, criterion, data, ctx, args):
     model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx["device"])
+    hits = torch.zeros(2, dtype=torch.int64, device=ctx["device"])
+    n = 0
     for images, target in tqdm(data, desc="val", disable=ctx["quiet"], leave=False):
         images, target = to_device(images, target, ctx["device"], args.channels_last)
         with torch.autocast(ctx["device"].type, enabled=args.amp):
             output = model(images)
-        top1, top5 = accuracy_counts(output, target)
-        for i, v in enumerate((criterion(output.float(), target).item() * len(target), top1,
-                               top5, len(target))):
-            sums[i] += v
-    loss, top1, top5, n = all_reduce_sum(sums, ctx["device"])
+        loss_sum += criterion(output.float(), target).double() * len(target)
+        hits += torch.stack(accuracy_counts(output, target))
+        n += len(target)
+    loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx["device"])
     return loss / n, 100 * top1 / n, 100 * top5 / n
 
 

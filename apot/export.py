@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from apot.eightbit import codes_8bit, first_conv, last_fc
 from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
-from apot.levels import level_integers, weight_level_integers
-from apot.projection import project_index
+from apot.levels import SUPPORTED_BITS, level_integers, weight_level_integers
+from apot.projection import compilation, project_index
 from apot.training import (ArgumentParser, UserError, atomic_save, cli_main, load_checkpoint,
                            load_weights, strip_module_prefix)
 
@@ -353,7 +353,7 @@ def cmd_ort(args, variant):
 def add_checkpoint_args(p, variant):
     p.add_argument("checkpoint")
     p.add_argument("-a", "--arch", default=variant.default_arch, choices=sorted(variant.archs))
-    p.add_argument("--bit", type=int, choices=[2, 3, 4, 5], default=None,
+    p.add_argument("--bit", type=int, choices=SUPPORTED_BITS, default=None,
                    help="bit-width (needed for checkpoints that do not record it)")
     p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
 
@@ -386,7 +386,7 @@ def get_args_parser(variant):
     r = sub.add_parser("ort", help=f"run an ONNX file with ONNX Runtime on the {variant.name} "
                                    "test images")
     add_test_set_args(r)
-    r.add_argument("--bit", type=int, choices=[2, 3, 4, 5], default=None,
+    r.add_argument("--bit", type=int, choices=SUPPORTED_BITS, default=None,
                    help="--compare checkpoint's bit-width, if it does not record it")
     for sub_parser in (e, i, o, r):
         if variant.resizable:
@@ -399,6 +399,7 @@ def get_args_parser(variant):
 
 
 def main(variant, argv=None):
-    os.environ.setdefault("APOT_COMPILE", "0")  # a few batches: compilation would not pay off
     commands = {"export": cmd_export, "infer": cmd_infer, "onnx": cmd_onnx, "ort": cmd_ort}
-    cli_main(get_args_parser(variant), lambda args: commands[args.command](args, variant), argv)
+    with compilation(False):  # a few batches: compilation would not pay off
+        cli_main(get_args_parser(variant), lambda args: commands[args.command](args, variant),
+                 argv)

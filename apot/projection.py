@@ -10,6 +10,7 @@ The chain is L - 1 elementwise selects with no |levels| x N tensor; under torch.
 `maybe_compile`) it fuses with the quantizer's other elementwise work into one pass over the
 tensor, an order of magnitude faster on the CPU than torch.bucketize's binary search.
 """
+import contextlib
 import functools
 import os
 
@@ -37,9 +38,30 @@ def project_index(x, mids):
     return idx
 
 
+_override = None  # set inside `compilation(...)`; None: APOT_COMPILE decides
+
+
 def compile_enabled():
-    """torch.compile for the quantizers unless APOT_COMPILE=0 (main.py's --no-compile)."""
+    """Whether the quantizers run compiled: as the innermost `compilation(...)` block says,
+    else unless the environment sets APOT_COMPILE=0."""
+    if _override is not None:
+        return _override
     return os.environ.get("APOT_COMPILE", "1") != "0"
+
+
+@contextlib.contextmanager
+def compilation(enabled):
+    """Quantizers compiled (True) or eager (False) inside the block, as before it afterwards;
+    None changes nothing. main.py's --no-compile and the export commands run inside one, so
+    nothing they do changes how later code in the same process compiles."""
+    global _override
+    saved = _override
+    if enabled is not None:
+        _override = enabled
+    try:
+        yield
+    finally:
+        _override = saved
 
 
 def maybe_compile(fn):

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from apot.projection import compilation
+
 
 class UserError(RuntimeError):
     """A bad input the user can fix; main() prints it as one line and exits non-zero."""
@@ -193,10 +195,16 @@ def report_final(history, best_prec, say):
     say(f"* Best@1 {best_prec:.2f}")
 
 
-def check_finite(loss, epoch, step):
-    if not math.isfinite(loss):
-        raise UserError(f"loss is {loss} at epoch {epoch} step {step}: training diverged; the last "
-                        "checkpoint is intact (lower --lr or check the data)")
+NAN_CHECK_EVERY = 10  # training steps between two checks for a non-finite loss (each syncs)
+
+
+def check_finite(loss_sum, epoch, first, last):
+    """Stop on a non-finite loss: loss_sum is the epoch's running loss (a device tensor), read
+    once every NAN_CHECK_EVERY steps instead of every step."""
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        raise UserError(f"loss is {value} at epoch {epoch}, steps {first}-{last}: training "
+                        "diverged; the last checkpoint is intact (lower --lr or check the data)")
 
 
 # --- devices and processes ---------------------------------------------------------------------
@@ -285,10 +293,9 @@ def cli_main(parser, run, argv=None):
     """Parse the arguments and run; a UserError or ValueError becomes one `error: ...` line on
     stderr and exit status 1, instead of a traceback."""
     args = parser.parse_args(argv)
-    if getattr(args, "no_compile", False):
-        os.environ["APOT_COMPILE"] = "0"
     try:
-        run(args)
+        with compilation(False if getattr(args, "no_compile", False) else None):
+            run(args)
     except (UserError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -107,8 +107,7 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
 
 
 def test_results_table_is_computed_from_the_logs(tmp_path):
-    from CIFAR.plot_curves import find_runs
-    from CIFAR.results_table import last_phase_spread, table
+    from CIFAR.results_table import find_runs, last_phase_spread, table
     logs = {32: [(90.0, 60), (91.5, 70), (91.2, 80)], 4: [(91.0, 100), (91.4, 90), (91.4, 110)],
             3: [(88.0, 100)]}
     for bit, rows in logs.items():
@@ -132,6 +131,13 @@ def test_results_table_is_computed_from_the_logs(tmp_path):
     assert last_phase_spread(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines() == [
         "FP32, epochs 1-2: test accuracy mean 91.35, sd 0.21, min 91.20, max 91.50",
         "4-bit, epochs 1-2: test accuracy mean 91.40, sd 0.00, min 91.40, max 91.40"]
+
+
+def test_results_table_needs_no_plotting_library():
+    from conftest import run_script
+    proc = run_script("-c", "import sys, CIFAR.results_table; "
+                            "sys.exit('matplotlib' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_update_rewrites_only_the_marked_block(tmp_path):

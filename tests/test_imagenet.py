@@ -244,7 +244,6 @@ def test_run_sh_applies_the_recipe_and_passes_arguments_through(tiny_imagenet, t
 def recipe_args(arch, bit, tmp_path):
     """The main.py arguments that ImageNet/run.sh passes for a recipe, parsed by main.py's own
     parser (run.sh runs a stand-in interpreter that records its command line)."""
-    import json
     import os
     from ImageNet.main import get_args_parser
     fake = tmp_path / "python"

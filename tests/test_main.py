@@ -210,8 +210,31 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_checkpoint(run_with_checkpoi
                               "--resume", str(run / "checkpoint.pth.tar")])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
-    assert re.search(r"^error: loss is nan at epoch 2 step 0: training diverged", last_line(err))
+    assert re.search(r"^error: loss is nan at epoch 2, steps 0-0: training diverged",
+                     last_line(err))
     assert digest(run / "checkpoint.pth.tar") == before
+
+
+def test_nan_check_stops_within_ten_steps_of_the_first_nan(main_in_process, tiny_cifar,
+                                                           tmp_path, monkeypatch, capsys):
+    """Losses stay on the device and are read every NAN_CHECK_EVERY (10) steps: a loss that is
+    NaN from the first of 16 steps stops the run after the 10th, before any checkpoint."""
+    calls = []
+
+    class NanLoss(torch.nn.CrossEntropyLoss):
+        def forward(self, output, target):
+            calls.append(len(target))
+            return super().forward(output, target) * float("nan")
+
+    monkeypatch.setattr(main_in_process.nn, "CrossEntropyLoss", NanLoss)
+    with pytest.raises(SystemExit):
+        main_in_process.main(["-a", "res20", "--bit", "4", "--epochs", "1", "-b", "4", "--data",
+                              str(tiny_cifar), "--no-progress", "--save-dir",
+                              str(tmp_path / "run")])
+    assert re.search(r"^error: loss is nan at epoch 0, steps 0-9: training diverged",
+                     last_line(capsys.readouterr().err))
+    assert calls == [4] * 10
+    assert not (tmp_path / "run" / "checkpoint.pth.tar").exists()
 
 
 def test_compile_model_trains_as_the_uncompiled_model(main_in_process, trained, tiny_cifar,
