@@ -65,7 +65,7 @@ def test_reads_a_cifar_folder_without_checksums(tiny_cifar):
 
 
 def test_evaluation_reads_the_test_set_alone(tmp_path):
-    # -e on a machine that holds only test_batch (e.g. a GPU lent for a few minutes)
+    # -e on a machine that holds only test_batch (a GPU machine with just the test set, say)
     folder = tmp_path / "cifar-10-batches-py"
     full = write_tiny_cifar(tmp_path / "full") / "cifar-10-batches-py"
     folder.mkdir()

@@ -1,5 +1,5 @@
 #!/bin/bash
-# One GPU session: the authors' checkpoints evaluated through main.py, then CIFAR/bench.py.
+# On a GPU machine: the authors' checkpoints evaluated through main.py, then CIFAR/bench.py.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c "import torch; print('torch', torch.__version__)"
