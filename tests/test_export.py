@@ -73,7 +73,14 @@ def test_int_conv2d_equals_an_integer_reference():
     acc, ops = int_conv2d(a, sign, w, stride=2, padding=1)
     ref = torch.nn.functional.conv2d(a.double(), (sign * w).double(), stride=2, padding=1)
     assert acc.dtype == torch.int64 and torch.equal(acc, ref.long())
-    assert ops["shifts"] > 0 and ops["adds"] > 0
+    # closed form, counted per weight instead of per bit plane: 4x4 output positions; one shift
+    # and one accumulate per output channel, position and bit position in use; one add per set
+    # bit of every weight and position
+    positions = 4 * 4
+    bits_in_use = {e for v in w.flatten().tolist() for e in range(6) if v >> e & 1}
+    set_bits_total = sum(bin(v).count("1") for v in w.flatten().tolist())
+    assert ops == {"shifts": len(bits_in_use) * 4 * positions,
+                   "adds": set_bits_total * positions + len(bits_in_use) * 4 * positions}
 
 
 def quant_conv(variant, bit, family, stride):
