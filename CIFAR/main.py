@@ -16,7 +16,8 @@ from apot.bngroups import check_bn_groups, split_batchnorm
 from apot.levels import SUPPORTED_BITS
 from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
                            check_finite, cli_main, epoch_row, init_distributed, load_checkpoint,
-                           load_weights, pick_device, prepare_save_dir, report_final,
+                           load_weights, non_negative_float, non_negative_int, pick_device,
+                           positive_float, positive_int, prepare_save_dir, report_final,
                            restore_run, run_state, save_epoch, set_float32_arithmetic,
                            wrap_model, write_args)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
@@ -35,11 +36,13 @@ def get_args_parser():
                    help="bit-width of weights and activations of the block convs (32 = float)")
     p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"],
                    help="level family of the quantized convs")
-    p.add_argument("--lr", "--learning-rate", default=0.1, type=float)
-    p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float)
-    p.add_argument("--momentum", default=0.9, type=float)
-    p.add_argument("--epochs", default=300, type=int)
-    p.add_argument("-b", "--batch-size", default=128, type=int, help="global training batch")
+    p.add_argument("--lr", "--learning-rate", default=0.1, type=positive_float)
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4,
+                   type=non_negative_float)
+    p.add_argument("--momentum", default=0.9, type=non_negative_float)
+    p.add_argument("--epochs", default=300, type=positive_int)
+    p.add_argument("-b", "--batch-size", default=128, type=positive_int,
+                   help="global training batch")
     p.add_argument("--bn-groups", default=1, type=int, metavar="K",
                    help="in training, every BatchNorm normalises K slices of the per-process "
                         "batch apart, the first alone updating the running statistics: what "
@@ -58,7 +61,7 @@ def get_args_parser():
     p.add_argument("--no-download", action="store_true",
                    help="never download the dataset; a missing folder is an error")
     p.add_argument("--seed", default=0, type=int)
-    p.add_argument("--threads", default=0, type=int,
+    p.add_argument("--threads", default=0, type=non_negative_int,
                    help="CPU threads for PyTorch (0: its default); batches are made on the device,"
                         " so no loader processes are needed")
     p.add_argument("--save-dir", default="", help="run folder (default result/<arch>_<bit>bit)")

@@ -19,7 +19,8 @@ from apot.bngroups import check_bn_groups, split_batchnorm
 from apot.levels import SUPPORTED_BITS
 from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
                            check_finite, check_run_meta, cli_main, epoch_row, init_distributed,
-                           load_checkpoint, load_weights, pick_device, prepare_save_dir,
+                           load_checkpoint, load_weights, non_negative_float, non_negative_int,
+                           pick_device, positive_float, positive_int, prepare_save_dir,
                            report_final, restore_run, run_state, save_epoch,
                            set_float32_arithmetic, wrap_model, write_args)
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
@@ -36,23 +37,25 @@ def get_args_parser():
     p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
     p.add_argument("--data", required=True,
                    help="ImageFolder root holding train/ and val/ (-e reads val/ alone)")
-    p.add_argument("--epochs", default=100, type=int)
-    p.add_argument("-b", "--batch-size", default=1024, type=int, help="global batch")
-    p.add_argument("--lr", default=0.01, type=float, help="base learning rate")
-    p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float)
-    p.add_argument("--momentum", default=0.9, type=float)
+    p.add_argument("--epochs", default=100, type=positive_int)
+    p.add_argument("-b", "--batch-size", default=1024, type=positive_int, help="global batch")
+    p.add_argument("--lr", default=0.01, type=positive_float, help="base learning rate")
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4,
+                   type=non_negative_float)
+    p.add_argument("--momentum", default=0.9, type=non_negative_float)
     p.add_argument("--bn-groups", default=1, type=int, metavar="K",
                    help="in training, every BatchNorm normalises K slices of the per-process "
                         "batch apart, the first alone updating the running statistics: what "
                         "nn.DataParallel over K GPUs does (the authors' runs: 2)")
-    p.add_argument("--warmup-iters", default=2500, type=int,
+    p.add_argument("--warmup-iters", default=2500, type=non_negative_int,
                    help="iterations over which the lr moves linearly from --warmup-lr to --lr")
-    p.add_argument("--warmup-lr", default=None, type=float,
+    p.add_argument("--warmup-lr", default=None, type=positive_float,
                    help="lr at the first iteration (default: --lr, i.e. no warm-up)")
-    p.add_argument("--lr-steps", default=[30, 60, 90], type=int, nargs="*",
+    p.add_argument("--lr-steps", default=[30, 60, 90], type=non_negative_int, nargs="*",
                    help="epochs at which the lr is multiplied by 0.1")
-    p.add_argument("--workers", default=8, type=int, help="data loading processes per rank")
-    p.add_argument("--image-size", default=IMAGE_SIZE, type=int,
+    p.add_argument("--workers", default=8, type=non_negative_int,
+                   help="data loading processes per rank")
+    p.add_argument("--image-size", default=IMAGE_SIZE, type=positive_int,
                    help="crop size; images are first resized to size * 8/7 (256 for 224)")
     p.add_argument("--pretrained", default="", metavar="PATH|torchvision",
                    help="full-precision weights to start from: a file (torchvision's or ours) or "

@@ -282,6 +282,27 @@ def all_reduce_sum(values, device):
     return t.tolist()
 
 
+def _number(kind, minimum, strict, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    parse.__name__ = what  # argparse names the type in its own messages
+    return parse
+
+
+# Numeric command-line values, checked where they are parsed (a batch of 0 or 0 epochs is an
+# input error, not a ZeroDivisionError or a "Best@1 0.00").
+positive_int = _number(int, 0, True, "a positive integer")
+non_negative_int = _number(int, 0, False, "a non-negative integer")
+positive_float = _number(float, 0.0, True, "a positive number")
+non_negative_float = _number(float, 0.0, False, "a non-negative number")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad command line is one `error: ...` line instead of a usage block."""
 

@@ -64,3 +64,26 @@ def test_gpu_convolutions_are_ieee_fp32_unless_tf32(restore_precision):
     set_float32_arithmetic(True)
     if torch.cuda.get_device_capability()[0] >= 8:  # TF32 exists from Ampere on
         assert rel_err() > 1e-5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-b", "0"], "argument -b/--batch-size: must be a positive integer, got 0"),
+    (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
+    (["--lr", "-0.1"], "argument --lr/--learning-rate: must be a positive number, got -0.1"),
+    (["--lr", "nan"], "argument --lr/--learning-rate: must be a positive number, got nan"),
+    (["--wd", "x"], "argument --wd/--weight-decay: must be a non-negative number, got 'x'"),
+    (["--threads", "-1"], "argument --threads: must be a non-negative integer, got -1")])
+def test_numeric_arguments_are_checked_where_they_are_parsed(argv, message, capsys):
+    from conftest import call_main
+    from CIFAR.main import main
+    code, out, err = call_main(main, argv, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {message} (see ") and len(err.splitlines()) == 1
+
+
+def test_imagenet_numeric_arguments_too(capsys):
+    from conftest import call_main
+    from ImageNet.main import main
+    code, _, err = call_main(main, ["--data", "x", "--warmup-iters", "-5"], capsys)
+    assert code == 2 and err.startswith("error: argument --warmup-iters: must be a non-negative "
+                                        "integer, got -5 (see ")
