@@ -183,7 +183,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys):
 @needs_shared
 @pytest.mark.parametrize("bit", [4, 3, 2])
 def test_authors_checkpoints_agree_under_onnx_runtime(bit, monkeypatch):
-    """The first 500 test images (docs/onnx.md's table is the whole test set)."""
+    """The first 200 test images (docs/onnx.md's table is the whole test set)."""
     from apot.export import load_quantized_model
     from CIFAR.data import Normalize, load_cifar
     from conftest import CIFAR_DIR
@@ -191,11 +191,11 @@ def test_authors_checkpoints_agree_under_onnx_runtime(bit, monkeypatch):
     model, _ = load_quantized_model(str(OFFICIAL / f"res20_{bit}bit.pth.tar"), CIFAR, "res20",
                                     bit, "apot")
     _, _, x, _ = load_cifar(CIFAR_DIR, "cifar10", download=False, train=False)
-    x = Normalize("cifar10", "cpu")(x[:500]).contiguous()
+    x = Normalize("cifar10", "cpu")(x[:200]).contiguous()
     with torch.no_grad():
         ref = model(x).argmax(1).numpy()
     got = session(to_onnx(model, QuantConv2d, 32)).run(None, {"input": x.numpy()})[0].argmax(1)
-    assert (got == ref).mean() >= 0.998
+    assert (got == ref).sum() >= 199
 
 
 def test_benchmark_reports_every_model_at_both_batches(tmp_path, monkeypatch, capsys):
