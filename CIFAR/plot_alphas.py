@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apot.training import load_checkpoint, stage_name, strip_module_prefix  # noqa: E402
+from CIFAR.results_table import add_run_arguments  # noqa: E402
 
 BITS = (4, 3, 2)
 STAGE_EPOCHS = 300
@@ -73,9 +74,7 @@ def plot(found, arch, out):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="result/reference",
-                   help="the folder of the run folders (default: our reference runs)")
-    p.add_argument("--arch", default="res20")
+    add_run_arguments(p)
     p.add_argument("--official", default="../shared/data/apot-official-res20")
     p.add_argument("--out", default="")
     args = p.parse_args()

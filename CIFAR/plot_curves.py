@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apot.training import stage_name  # noqa: E402
-from CIFAR.results_table import find_runs  # noqa: E402
+from CIFAR.results_table import add_run_arguments, find_runs  # noqa: E402
 
 
 LAST_PHASE = (225, 299)  # the recipe's last lr phase (x0.01), where the stages finish
@@ -49,9 +49,7 @@ def plot(runs, arch, out):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="result/reference",
-                   help="the folder of the run folders (default: our reference runs)")
-    p.add_argument("--arch", default="res20")
+    add_run_arguments(p)
     p.add_argument("--out", default="")
     args = p.parse_args()
     runs = find_runs(args.results, args.arch)

@@ -42,6 +42,13 @@ def find_runs(results, arch):
     return dict(sorted(runs.items(), reverse=True))
 
 
+def add_run_arguments(p):
+    """--results and --arch: where the run folders are, and whose (the table's and figures')."""
+    p.add_argument("--results", default="result/reference",
+                   help="the folder of the run folders (default: our reference runs)")
+    p.add_argument("--arch", default="res20")
+
+
 COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase mean (sd)",
            "drop of our best", "drop of our mean", "s/epoch (median)", "paper (drop)",
            "authors' README", "rerun of the authors' code")
@@ -122,9 +129,7 @@ def last_phase_spread(runs, epochs, start):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="result/reference",
-                   help="the folder of the run folders (default: our reference runs)")
-    p.add_argument("--arch", default="res20")
+    add_run_arguments(p)
     p.add_argument("--epochs", default=300, type=int, help="epochs of a finished stage")
     p.add_argument("--update", default="", metavar="README",
                    help="write the table into this file's results block instead of printing it")
