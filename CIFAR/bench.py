@@ -27,7 +27,7 @@ import torch
 
 from apot.levels import SUPPORTED_BITS, activation_levels
 from apot.projection import maybe_compile, midpoints, project
-from apot.training import set_float32_arithmetic, stage_name
+from apot.training import RunContext, set_float32_arithmetic, stage_name
 from CIFAR.data import DataError, Normalize, load_cifar, train_batches
 from CIFAR.main import (build_model, compile_whole, evaluate, get_args_parser, make_optimizer,
                         train_one_epoch, train_step)
@@ -92,7 +92,7 @@ def epoch_times(arch, bit, epochs, device, extra):
     train = (images.to(device), labels.to(device))
     test = (train[0][:TEST_IMAGES], train[1][:TEST_IMAGES])
     normalize = Normalize("cifar10", device)
-    ctx = {"rank": 0, "world": 1, "device": device, "quiet": True}
+    ctx = RunContext(rank=0, world=1, device=device, dp_ids=None, quiet=True)
 
     def one_epoch(trainer, args, epoch):
         train_one_epoch(*trainer, train, normalize, epoch, args, ctx)

@@ -5,21 +5,17 @@
     python CIFAR/main.py -a res20 --bit 4 -e --init result/res20_4bit/model_best.pth.tar
     torchrun --nproc_per_node 2 CIFAR/main.py ...   # DistributedDataParallel, global batch kept
 """
-import os
-import time
 
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from apot.bngroups import check_bn_groups, split_batchnorm
+from apot.bngroups import split_batchnorm
 from apot.levels import SUPPORTED_BITS
 from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
-                           check_finite, cli_main, epoch_row, init_distributed, load_checkpoint,
-                           load_weights, non_negative_float, non_negative_int, pick_device,
-                           positive_float, positive_int, prepare_save_dir, report_final,
-                           restore_run, run_state, save_epoch, set_float32_arithmetic,
-                           wrap_model, write_args)
+                           check_finite, cli_main, load_checkpoint, load_weights,
+                           non_negative_float, non_negative_int, positive_float, positive_int,
+                           resume_or_start, start_process, train_epochs, wrap_model)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -134,10 +130,10 @@ def train_one_epoch(model, criterion, optimizer, data, normalize, epoch, args, c
     model.train()
     x, y = data
     steps = -(-len(x) // args.batch_size)
-    batches = train_batches(x, y, args.batch_size, args.seed, epoch, ctx["rank"], ctx["world"])
-    bar = tqdm(batches, total=steps, desc=f"train {epoch}", disable=ctx["quiet"], leave=False)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx["device"])
-    correct = torch.zeros((), dtype=torch.int64, device=ctx["device"])
+    batches = train_batches(x, y, args.batch_size, args.seed, epoch, ctx.rank, ctx.world)
+    bar = tqdm(batches, total=steps, desc=f"train {epoch}", disable=ctx.quiet, leave=False)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
     count = checked = 0
     for step, (images, target) in enumerate(bar):
         output, loss = train_step(model, criterion, optimizer, normalize(images), target)
@@ -150,7 +146,7 @@ def train_one_epoch(model, criterion, optimizer, data, normalize, epoch, args, c
             bar.set_postfix(loss=f"{loss_sum.item() / count:.3f}",
                             acc=f"{100 * correct.item() / count:.2f}")
     loss_sum, correct, count = all_reduce_sum([loss_sum.item(), correct.item(), count],
-                                              ctx["device"])
+                                              ctx.device)
     return loss_sum / count, 100 * correct / count
 
 
@@ -159,15 +155,15 @@ def evaluate(model, criterion, data, normalize, ctx):
     """Test loss and top-1 over the test set, each rank taking its share of the batches."""
     model.eval()
     x, y = data
-    starts = range(ctx["rank"] * TEST_BATCH, len(x), TEST_BATCH * ctx["world"])
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx["device"])
-    correct = torch.zeros((), dtype=torch.int64, device=ctx["device"])
-    for s in tqdm(starts, desc="test", disable=ctx["quiet"], leave=False):
+    starts = range(ctx.rank * TEST_BATCH, len(x), TEST_BATCH * ctx.world)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
+    for s in tqdm(starts, desc="test", disable=ctx.quiet, leave=False):
         images, target = x[s:s + TEST_BATCH], y[s:s + TEST_BATCH]
         output = model(normalize(images))
         loss_sum += criterion(output, target).double() * len(target)
         correct += (output.argmax(1) == target).sum()
-    loss_sum, correct = all_reduce_sum([loss_sum.item(), correct.item()], ctx["device"])
+    loss_sum, correct = all_reduce_sum([loss_sum.item(), correct.item()], ctx.device)
     return loss_sum / len(x), 100 * correct / len(x)
 
 
@@ -185,81 +181,44 @@ def load_initial_weights(model, args, say):
             + (f" ({len(missing)} alphas start at their defaults)" if missing else ""))
 
 
-def start_run(model, args, rank, say):
-    """Optimizer, schedule and (start epoch, best, history), fresh or from --resume."""
-    optimizer = make_optimizer(model, args)
-    scheduler = make_scheduler(optimizer, args)
-    start_epoch, best_prec, history = 0, 0.0, []
-    args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
-    if rank == 0:
-        prepare_save_dir(args.save_dir, args.resume)
-    if args.resume:
-        start_epoch, best_prec, history = restore_run(
-            args.resume, model, optimizer, scheduler, **run_meta(args))
-        say(f"=> resumed {args.resume} at epoch {start_epoch}")
-    return optimizer, scheduler, start_epoch, best_prec, history
-
-
 def run(args):
-    rank, world, local_rank = init_distributed()
-    device, dp_ids = pick_device(args.device, local_rank, world)
-    if args.compile_model and (world > 1 or dp_ids):
-        raise UserError("--compile-model trains on one device: not under torchrun, nor with "
-                        "several -id GPUs")
-    set_float32_arithmetic(args.tf32)
-    say = print if rank == 0 else (lambda *a, **k: None)
-    if device.type == "cpu":
-        say("no GPU found: running on the CPU")
-        if args.threads:
-            torch.set_num_threads(args.threads)
-    if args.batch_size % world:
-        raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
-    check_bn_groups(args.bn_groups, args.batch_size // world)
-    torch.manual_seed(args.seed)
-    model = build_model(args).to(device)
+    ctx = start_process(args)
+    model = build_model(args).to(ctx.device)
     criterion = nn.CrossEntropyLoss()
-    ctx = dict(rank=rank, world=world, device=device, quiet=args.no_progress or rank != 0)
-    load_initial_weights(model, args, say)
+    load_initial_weights(model, args, ctx.say)
     if not args.evaluate:
-        optimizer, scheduler, start_epoch, best_prec, history = start_run(model, args, rank, say)
-        if start_epoch >= args.epochs:
-            say(f"=> {args.save_dir} has all {args.epochs} epochs: nothing to train")
-            report_final(history, best_prec, say)
-            return
-        if rank == 0:
-            write_args(os.path.join(args.save_dir, "args.json"), args)
+        optimizer = make_optimizer(model, args)
+        scheduler = make_scheduler(optimizer, args)
+        state = resume_or_start(args, ctx, model, optimizer, scheduler, run_meta(args))
+        if state[0] >= args.epochs:  # a finished stage: no data to load
+            return train_epochs(args, ctx, model, optimizer, scheduler, state, None, None,
+                                run_meta(args))
 
     data = load_cifar(args.data, args.dataset, download=not args.no_download,
                       train=not args.evaluate)
-    test_data = tuple(t.to(device) for t in data[2:])
-    normalize = Normalize(args.dataset, device)
-    net, eval_net = wrap_model(model, world, device, dp_ids)
+    test_data = tuple(t.to(ctx.device) for t in data[2:])
+    normalize = Normalize(args.dataset, ctx.device)
+    net, eval_net = wrap_model(model, ctx.world, ctx.device, ctx.dp_ids)
     if args.compile_model:
         net = eval_net = compile_whole(model)  # checkpoints still save the bare model
     if args.evaluate:
         _, prec = evaluate(eval_net, criterion, test_data, normalize, ctx)
-        say(f"* Prec@1 {prec:.2f}")
+        ctx.say(f"* Prec@1 {prec:.2f}")
         return
 
-    train_data = tuple(t.to(device) for t in data[:2])
-    for epoch in range(start_epoch, args.epochs):
-        t0 = time.time()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(net, criterion, optimizer, train_data, normalize,
-                                                epoch, args, ctx)
-        test_loss, test_acc = evaluate(eval_net, criterion, test_data, normalize, ctx)
-        scheduler.step()
-        is_best = test_acc > best_prec  # strictly higher, as the authors' model_best
-        best_prec = max(best_prec, test_acc)
-        history.append(epoch_row(epoch, lr, best_prec, t0, train_loss=train_loss,
-                                 train_acc=train_acc, test_loss=test_loss, test_acc=test_acc))
-        say(f"epoch {epoch}: lr {lr:.5g} train loss {train_loss:.4f} acc {train_acc:.2f} | "
-            f"test loss {test_loss:.4f} acc {test_acc:.2f} | best {best_prec:.2f} | "
-            f"{history[-1]['seconds']}s", flush=True)
-        if rank == 0:
-            save_epoch(run_state(model, optimizer, scheduler, epoch + 1, best_prec, history, args,
-                                 **run_meta(args)), args.save_dir, is_best)
-    report_final(history, best_prec, say)
+    train_data = tuple(t.to(ctx.device) for t in data[:2])
+
+    def train_epoch(epoch):
+        loss, acc = train_one_epoch(net, criterion, optimizer, train_data, normalize, epoch,
+                                    args, ctx)
+        return dict(train_loss=loss, train_acc=acc)
+
+    def test_epoch():
+        loss, acc = evaluate(eval_net, criterion, test_data, normalize, ctx)
+        return dict(test_loss=loss, test_acc=acc)
+
+    train_epochs(args, ctx, model, optimizer, scheduler, state, train_epoch, test_epoch,
+                 run_meta(args))
 
 
 def main(argv=None):

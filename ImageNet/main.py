@@ -7,22 +7,18 @@
 --data is an ImageFolder root with train/ and val/ (val/ alone for -e). -b is the global batch, split over the
 processes. Only rank 0 writes the run folder; metrics are summed over all ranks.
 """
-import os
-import time
 
 import torch
 import torch.nn as nn
 import torchvision
 from tqdm import tqdm
 
-from apot.bngroups import check_bn_groups, split_batchnorm
+from apot.bngroups import split_batchnorm
 from apot.levels import SUPPORTED_BITS
 from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
-                           check_finite, check_run_meta, cli_main, epoch_row, init_distributed,
-                           load_checkpoint, load_weights, non_negative_float, non_negative_int,
-                           pick_device, positive_float, positive_int, prepare_save_dir,
-                           report_final, restore_run, run_state, save_epoch,
-                           set_float32_arithmetic, wrap_model, write_args)
+                           check_finite, check_run_meta, cli_main, load_checkpoint, load_weights,
+                           non_negative_float, non_negative_int, positive_float, positive_int,
+                           resume_or_start, start_process, train_epochs, wrap_model)
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
 from ImageNet.resnet import ARCHS, build_resnet
 
@@ -130,13 +126,13 @@ def train_one_epoch(net, criterion, optimizer, scheduler, scaler, data, epoch, c
     """(mean loss, top-1, top-5) over the epoch; the sums stay on the device, read every
     NAN_CHECK_EVERY steps for the non-finite check."""
     net.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx["device"])
-    hits = torch.zeros(2, dtype=torch.int64, device=ctx["device"])  # top-1, top-5
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    hits = torch.zeros(2, dtype=torch.int64, device=ctx.device)  # top-1, top-5
     n = checked = 0
-    for step, (images, target) in enumerate(tqdm(data, desc=f"train {epoch}", disable=ctx["quiet"],
+    for step, (images, target) in enumerate(tqdm(data, desc=f"train {epoch}", disable=ctx.quiet,
                                                  leave=False)):
-        images, target = to_device(images, target, ctx["device"], args.channels_last)
-        with torch.autocast(ctx["device"].type, enabled=args.amp):
+        images, target = to_device(images, target, ctx.device, args.channels_last)
+        with torch.autocast(ctx.device.type, enabled=args.amp):
             output = net(images)
             loss = criterion(output, target)
         optimizer.zero_grad(set_to_none=True)
@@ -150,24 +146,24 @@ def train_one_epoch(net, criterion, optimizer, scheduler, scaler, data, epoch, c
         if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == len(data):
             check_finite(loss_sum, epoch, checked, step)
             checked = step + 1
-    loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx["device"])
+    loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx.device)
     return loss / max(n, 1), 100 * top1 / max(n, 1), 100 * top5 / max(n, 1)
 
 
 @torch.no_grad()
 def evaluate(model, criterion, data, ctx, args):
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx["device"])
-    hits = torch.zeros(2, dtype=torch.int64, device=ctx["device"])
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    hits = torch.zeros(2, dtype=torch.int64, device=ctx.device)
     n = 0
-    for images, target in tqdm(data, desc="val", disable=ctx["quiet"], leave=False):
-        images, target = to_device(images, target, ctx["device"], args.channels_last)
-        with torch.autocast(ctx["device"].type, enabled=args.amp):
+    for images, target in tqdm(data, desc="val", disable=ctx.quiet, leave=False):
+        images, target = to_device(images, target, ctx.device, args.channels_last)
+        with torch.autocast(ctx.device.type, enabled=args.amp):
             output = model(images)
         loss_sum += criterion(output.float(), target).double() * len(target)
         hits += torch.stack(accuracy_counts(output, target))
         n += len(target)
-    loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx["device"])
+    loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx.device)
     return loss / n, 100 * top1 / n, 100 * top5 / n
 
 
@@ -182,7 +178,7 @@ def build_model(args, num_classes):
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 
-def evaluate_checkpoint(model, criterion, val_data, ctx, args, say):
+def evaluate_checkpoint(model, criterion, val_data, ctx, args):
     """-e: evaluate --init, --pretrained or --resume, loaded strictly (a missing alpha means
     another bit-width), except torchvision's own weights, whose alphas keep their defaults."""
     source = args.init or args.pretrained or args.resume
@@ -195,7 +191,7 @@ def evaluate_checkpoint(model, criterion, val_data, ctx, args, say):
         check_run_meta(ckpt, f"checkpoint {source}", **run_meta(args))
         load_weights(model, ckpt["state_dict"], source)
     _, top1, top5 = evaluate(model, criterion, val_data, ctx, args)
-    say(f"* Prec@1 {top1:.2f} Prec@5 {top5:.2f}")
+    ctx.say(f"* Prec@1 {top1:.2f} Prec@5 {top5:.2f}")
 
 
 def make_training(model, args, iters_per_epoch, device):
@@ -209,71 +205,48 @@ def make_training(model, args, iters_per_epoch, device):
 
 
 def run(args):
-    rank, world, local_rank = init_distributed()
-    device, dp_ids = pick_device(args.device, local_rank, world)
-    set_float32_arithmetic(args.tf32)
-    say = print if rank == 0 else (lambda *a, **k: None)
-    if device.type == "cpu":
-        say("no GPU found: running on the CPU")
-    if args.batch_size % world:
-        raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
-    local_batch = args.batch_size // world
-    check_bn_groups(args.bn_groups, local_batch)
+    ctx = start_process(args)
+    local_batch = args.batch_size // ctx.world
     if args.evaluate:  # val/ alone: a user evaluating a checkpoint often has no train/
         train_set, val_set = None, image_folder(args.data, "val", args.image_size)
     else:
         train_set, val_set = train_and_val(args.data, args.image_size)
-    torch.manual_seed(args.seed)
-    model = build_model(args, len(val_set.classes)).to(device)
+    model = build_model(args, len(val_set.classes)).to(ctx.device)
     criterion = nn.CrossEntropyLoss()
-    ctx = dict(rank=rank, world=world, device=device, quiet=args.no_progress or rank != 0)
-    val_data = eval_loader(val_set, local_batch, args.workers, rank, world)
+    val_data = eval_loader(val_set, local_batch, args.workers, ctx.rank, ctx.world)
 
     if args.evaluate:
-        evaluate_checkpoint(model, criterion, val_data, ctx, args, say)
+        evaluate_checkpoint(model, criterion, val_data, ctx, args)
         return
 
     for flag, source in (("--pretrained", args.pretrained), ("--init", args.init)):
         if source and not args.resume:
             missing = load_pretrained(model, source, args.arch, not args.no_download)
-            say(f"=> {flag} {source}" + (f" ({len(missing)} alphas at their defaults)"
-                                         if missing else ""))
-    args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
-    train_data = train_loader(train_set, local_batch, args.workers, args.seed, rank, world)
+            ctx.say(f"=> {flag} {source}" + (f" ({len(missing)} alphas at their defaults)"
+                                             if missing else ""))
+    train_data = train_loader(train_set, local_batch, args.workers, args.seed, ctx.rank,
+                              ctx.world)
     if len(train_data) == 0:
         raise UserError(f"{len(train_set)} training images do not fill one batch of "
                         f"{args.batch_size}")
-    optimizer, scheduler, scaler = make_training(model, args, len(train_data), device)
+    optimizer, scheduler, scaler = make_training(model, args, len(train_data), ctx.device)
     meta = dict(run_meta(args), bn_groups=args.bn_groups)  # what --resume must match
-    start_epoch, best, history = 0, 0.0, []
-    if rank == 0:
-        prepare_save_dir(args.save_dir, args.resume)
-    if args.resume:
-        start_epoch, best, history = restore_run(args.resume, model, optimizer, scheduler,
-                                                 scaler, **meta)
-        say(f"=> resumed {args.resume} at epoch {start_epoch}")
-    if rank == 0:
-        write_args(os.path.join(args.save_dir, "args.json"), args)
+    state = resume_or_start(args, ctx, model, optimizer, scheduler, meta, scaler)
+    net, eval_net = wrap_model(model, ctx.world, ctx.device, ctx.dp_ids)
 
-    net, eval_net = wrap_model(model, world, device, dp_ids)
-    for epoch in range(start_epoch, args.epochs):
-        t0 = time.time()
-        lr = optimizer.param_groups[0]["lr"]
+    def train_epoch(epoch):
         train_data.sampler.set_epoch(epoch)
-        train_loss, train_acc, _ = train_one_epoch(net, criterion, optimizer, scheduler, scaler,
-                                                   train_data, epoch, ctx, args)
-        test_loss, test_acc, test_top5 = evaluate(eval_net, criterion, val_data, ctx, args)
-        is_best = test_acc > best
-        best = max(best, test_acc)
-        history.append(epoch_row(epoch, lr, best, t0, train_loss=train_loss, train_acc=train_acc,
-                                 test_loss=test_loss, test_acc=test_acc, test_top5=test_top5))
-        say(f"epoch {epoch}: lr {lr:.5g} train loss {train_loss:.4f} acc {train_acc:.2f} | val "
-            f"loss {test_loss:.4f} top-1 {test_acc:.2f} top-5 {test_top5:.2f} | best {best:.2f}",
-            flush=True)
-        if rank == 0:
-            save_epoch(run_state(model, optimizer, scheduler, epoch + 1, best, history, args,
-                                 scaler, **meta), args.save_dir, is_best)
-    report_final(history, best, say)
+        loss, acc, _ = train_one_epoch(net, criterion, optimizer, scheduler, scaler, train_data,
+                                       epoch, ctx, args)
+        return dict(train_loss=loss, train_acc=acc)
+
+    def test_epoch():
+        loss, top1, top5 = evaluate(eval_net, criterion, val_data, ctx, args)
+        return dict(test_loss=loss, test_acc=top1, test_top5=top5)
+
+    # the schedule steps every iteration, inside train_one_epoch
+    train_epochs(args, ctx, model, optimizer, scheduler, state, train_epoch, test_epoch, meta,
+                 scaler, epoch_schedule=False)
 
 
 def main(argv=None):

@@ -1,5 +1,6 @@
-"""Training plumbing shared by both dataset folders: checkpoints, state-dict checks, run logs,
-devices and distributed setup."""
+"""Training plumbing shared by both dataset folders: the run set-up and the epoch loop (each
+main.py keeps its data, model, optimizer groups and schedule), checkpoints, state-dict checks,
+run logs, devices and distributed set-up."""
 import argparse
 import csv
 import json
@@ -8,6 +9,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -301,6 +303,99 @@ positive_int = _number(int, 0, True, "a positive integer")
 non_negative_int = _number(int, 0, False, "a non-negative integer")
 positive_float = _number(float, 0.0, True, "a positive number")
 non_negative_float = _number(float, 0.0, False, "a non-negative number")
+
+
+# --- one training run, for both dataset folders -----------------------------------------------
+
+@dataclass
+class RunContext:
+    """Where this process trains: its rank among world processes, its device, the GPUs of an
+    nn.DataParallel run (or None), and whether it stays quiet (no progress bars)."""
+    rank: int
+    world: int
+    device: torch.device
+    dp_ids: list
+    quiet: bool
+
+    def say(self, *args, **kwargs):
+        """print on rank 0 only."""
+        if self.rank == 0:
+            print(*args, **kwargs)
+
+
+def start_process(args):
+    """Processes, device, float32 arithmetic, the batch checks and the seed: the set-up both
+    main.py files share. Returns the RunContext."""
+    rank, world, local_rank = init_distributed()
+    device, dp_ids = pick_device(args.device, local_rank, world)
+    if getattr(args, "compile_model", False) and (world > 1 or dp_ids):
+        raise UserError("--compile-model trains on one device: not under torchrun, nor with "
+                        "several -id GPUs")
+    set_float32_arithmetic(args.tf32)
+    ctx = RunContext(rank, world, device, dp_ids, args.no_progress or rank != 0)
+    if device.type == "cpu":
+        ctx.say("no GPU found: running on the CPU")
+        if getattr(args, "threads", 0):
+            torch.set_num_threads(args.threads)
+    if args.batch_size % world:
+        raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
+    from apot.bngroups import check_bn_groups  # apot.bngroups imports this module
+    check_bn_groups(args.bn_groups, args.batch_size // world)
+    torch.manual_seed(args.seed)
+    return ctx
+
+
+def resume_or_start(args, ctx, model, optimizer, scheduler, meta, scaler=None):
+    """The run folder (args.save_dir, default result/<arch>_<bit>bit) and (start epoch, best
+    accuracy, history): fresh, or from --resume."""
+    args.save_dir = args.save_dir or os.path.join("result", f"{args.arch}_{args.bit}bit")
+    if ctx.rank == 0:
+        prepare_save_dir(args.save_dir, args.resume)
+    if not args.resume:
+        return 0, 0.0, []
+    start, best, history = restore_run(args.resume, model, optimizer, scheduler, scaler, **meta)
+    ctx.say(f"=> resumed {args.resume} at epoch {start}")
+    return start, best, history
+
+
+def epoch_line(epoch, lr, metrics, best, seconds):
+    """The line each epoch prints (metrics unrounded, as the epoch computed them)."""
+    m = metrics
+    top5 = f" top-5 {m['test_top5']:.2f}" if "test_top5" in m else ""
+    return (f"epoch {epoch}: lr {lr:.5g} train loss {m['train_loss']:.4f} acc "
+            f"{m['train_acc']:.2f} | test loss {m['test_loss']:.4f} acc {m['test_acc']:.2f}{top5} "
+            f"| best {best:.2f} | {seconds}s")
+
+
+def train_epochs(args, ctx, model, optimizer, scheduler, run, train_epoch, evaluate, meta,
+                 scaler=None, epoch_schedule=True):
+    """The epoch loop: run = (start epoch, best, history) from resume_or_start; train_epoch(epoch)
+    and evaluate() return dicts of metrics (train_loss, train_acc; test_loss, test_acc...).
+    After every epoch: the schedule's step (epoch_schedule; a per-iteration schedule steps in
+    train_epoch), the log row, the epoch line, and on rank 0 the checkpoints."""
+    start, best, history = run
+    if start >= args.epochs:
+        ctx.say(f"=> {args.save_dir} has all {args.epochs} epochs: nothing to train")
+        report_final(history, best, ctx.say)
+        return
+    if ctx.rank == 0:
+        write_args(os.path.join(args.save_dir, "args.json"), args)
+    for epoch in range(start, args.epochs):
+        t0 = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        train = train_epoch(epoch)
+        test = evaluate()
+        if epoch_schedule:
+            scheduler.step()
+        is_best = test["test_acc"] > best  # strictly higher, as the authors' model_best
+        best = max(best, test["test_acc"])
+        history.append(epoch_row(epoch, lr, best, t0, **train, **test))
+        ctx.say(epoch_line(epoch, lr, {**train, **test}, best, history[-1]["seconds"]),
+                flush=True)
+        if ctx.rank == 0:
+            save_epoch(run_state(model, optimizer, scheduler, epoch + 1, best, history, args,
+                                 scaler, **meta), args.save_dir, is_best)
+    report_final(history, best, ctx.say)
 
 
 class ArgumentParser(argparse.ArgumentParser):

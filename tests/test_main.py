@@ -266,7 +266,8 @@ def test_compile_model_trains_as_the_uncompiled_model(main_in_process, trained, 
 
 def test_compile_model_refuses_several_processes(main_in_process, tiny_cifar, tmp_path,
                                                  monkeypatch, capsys):
-    monkeypatch.setattr(main_in_process, "init_distributed", lambda: (0, 2, 0))
+    import apot.training
+    monkeypatch.setattr(apot.training, "init_distributed", lambda: (0, 2, 0))
     with pytest.raises(SystemExit) as exit_info:
         main_in_process.main(["--bit", "4", "--data", str(tiny_cifar), "--compile-model",
                               "--save-dir", str(tmp_path / "run")])

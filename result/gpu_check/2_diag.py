@@ -6,7 +6,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from apot.training import load_checkpoint, load_weights, set_float32_arithmetic
+from apot.training import RunContext, load_checkpoint, load_weights, set_float32_arithmetic
 from CIFAR.data import Normalize, load_cifar
 from CIFAR.main import build_model, evaluate, get_args_parser
 from CIFAR.quant_layer import QuantConv2d
@@ -27,7 +27,7 @@ def acc(bit, dev, compiled, cudnn=True):
     os.environ["APOT_COMPILE"] = "1" if compiled else "0"
     torch.backends.cudnn.enabled = cudnn
     m = model_on(bit, dev)
-    ctx = dict(rank=0, world=1, device=torch.device(dev), quiet=True)
+    ctx = RunContext(rank=0, world=1, device=torch.device(dev), dp_ids=None, quiet=True)
     t = time.time()
     _, a = evaluate(m, torch.nn.CrossEntropyLoss(), (X.to(dev), Y.to(dev)), Normalize("cifar10", dev), ctx)
     torch.backends.cudnn.enabled = True
