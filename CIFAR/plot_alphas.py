@@ -1,7 +1,7 @@
 """Learned clipping thresholds of every quantized layer: our quantized stages beside the authors'.
 
     python CIFAR/plot_alphas.py [--results result/reference] [--arch res20]
-        [--official ../shared/data/apot-official-res20] [--out RESULTS/res20_alphas.png]
+        [--official $APOT_DATA/apot-official-res20] [--out RESULTS/res20_alphas.png]
 
 Reads RESULTS/<arch>_<b>bit/model_best.pth.tar for b = 4, 3, 2 where present, and the
 authors' <arch>_<b>bit.pth.tar from --official where present; one panel for the activation
@@ -9,6 +9,7 @@ alphas, one for the weight alphas (in units of the normalised weight's standard 
 layers in network order. Also prints the values as a table.
 """
 import argparse
+import os
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from apot.training import load_checkpoint, stage_name, strip_module_prefix  # noqa: E402
+from apot.training import (data_root, load_checkpoint, stage_name,  # noqa: E402
+                           strip_module_prefix)
 from CIFAR.results_table import add_run_arguments  # noqa: E402
 
 BITS = (4, 3, 2)
@@ -75,7 +77,8 @@ def plot(found, arch, out):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
-    p.add_argument("--official", default="../shared/data/apot-official-res20")
+    p.add_argument("--official", default=os.path.join(data_root(), "apot-official-res20"),
+                   help="the authors' <arch>_<b>bit.pth.tar files (default: $APOT_DATA/...)")
     p.add_argument("--out", default="")
     args = p.parse_args()
     found = find_checkpoints(args.results, args.official, args.arch)

@@ -257,6 +257,14 @@ def set_float32_arithmetic(tf32):
     return "TF32" if tf32 else "IEEE FP32"
 
 
+def data_root():
+    """Where this project's scripts and tests look for the shared data by default (the CIFAR-10
+    folder cifar10/ and the authors' checkpoints apot-official-res20/): $APOT_DATA, else
+    ../shared/data beside the repository."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.environ.get("APOT_DATA") or os.path.join(os.path.dirname(here), "shared", "data")
+
+
 def stage_name(bit):
     """A chain stage's name in tables, figures and benchmark reports."""
     return "FP32" if bit == 32 else f"{bit}-bit"

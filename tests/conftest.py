@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from apot.training import data_root
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-CIFAR_DIR = SHARED / "data" / "cifar10"
-OFFICIAL = SHARED / "data" / "apot-official-res20"
+DATA = Path(data_root())  # $APOT_DATA, else ../shared/data
+CIFAR_DIR = DATA / "cifar10"
+OFFICIAL = DATA / "apot-official-res20"
 
 needs_shared = pytest.mark.skipif(
     not (CIFAR_DIR / "cifar-10-batches-py").is_dir() or not OFFICIAL.is_dir(),
-    reason=f"needs the real CIFAR-10 and the authors' checkpoints under {SHARED}/data (absent)")
+    reason=f"needs the real CIFAR-10 and the authors' checkpoints under {DATA} (absent; "
+           "APOT_DATA names another folder)")
 
 
 def write_tiny_cifar(root, n_train=64, n_test=40, classes=10, seed=0):

@@ -2,9 +2,10 @@
 checkpoint's fake-quant model in float32 and in float64, and its ONNX export under ONNX Runtime,
 on the whole CIFAR-10 test set, and prints top-1 and the pairwise prediction agreement.
 
-    python result/onnx_res20/precision_check.py CKPT --bit B [--data ../shared/data/cifar10]
+    python result/onnx_res20/precision_check.py CKPT --bit B [--data $APOT_DATA/cifar10]
 """
 import argparse
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -12,6 +13,7 @@ import torch
 
 from apot.export import load_quantized_model
 from apot.onnx_export import to_onnx
+from apot.training import data_root
 from CIFAR.data import Normalize, load_cifar
 from CIFAR.export import VARIANT
 from CIFAR.quant_layer import QuantConv2d
@@ -21,7 +23,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
     p.add_argument("--bit", type=int, required=True)
-    p.add_argument("--data", default="../shared/data/cifar10")
+    p.add_argument("--data", default=os.path.join(data_root(), "cifar10"))
     args = p.parse_args()
     model, _ = load_quantized_model(args.checkpoint, VARIANT, "res20", args.bit, "apot")
     session = ort.InferenceSession(to_onnx(model, QuantConv2d, 32).SerializeToString(),

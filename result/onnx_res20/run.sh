@@ -3,8 +3,9 @@
 # each with ONNX Runtime on the whole CIFAR-10 test set beside the float fake-quant checkpoint.
 # Run from the repository root; writes <name>.txt here (the .onnx files are not kept).
 set -euo pipefail
-official=${CKPTS:-../shared/data/apot-official-res20}
-data=${DATA:-../shared/data/cifar10}
+root=${APOT_DATA:-../shared/data}
+official=$root/apot-official-res20
+data=$root/cifar10
 out=result/onnx_res20
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
