@@ -7,6 +7,8 @@ import math
 
 import torch.nn as nn
 
+from apot.errors import UnsupportedValue
+
 from .quant_layer import QuantConv2d, check_bit, first_conv, last_fc
 
 
@@ -44,7 +46,7 @@ class ResNetCifar(nn.Module):
     def __init__(self, depth, bit=32, num_classes=10, quant="apot"):
         super().__init__()
         if (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+            raise UnsupportedValue(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         if bit != 32:
             check_bit(bit)
         n = (depth - 2) // 6

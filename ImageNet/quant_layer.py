@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from apot.calibrated import calibrated_weight_quant
+from apot.errors import UnsupportedValue
 from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for resnet.py)
 from apot.levels import SUPPORTED_BITS, activation_levels, weight_levels
 from apot.projection import maybe_compile, midpoints, project
@@ -29,7 +30,7 @@ _project = maybe_compile(project)
 
 def check_bit(bit):
     if bit != 32 and bit not in QUANT_BITS:
-        raise ValueError(f"unsupported bit-width {bit!r}: quantized layers take bit in {QUANT_BITS}"
+        raise UnsupportedValue(f"unsupported bit-width {bit!r}: quantized layers take bit in {QUANT_BITS}"
                          " or 32 (full precision)")
 
 

@@ -10,6 +10,8 @@ from fractions import Fraction
 
 import torch
 
+from apot.errors import UnsupportedValue
+
 SUPPORTED_BITS = (2, 3, 4, 5)
 FAMILIES = ("apot", "pot", "uniform")
 
@@ -24,7 +26,7 @@ _APOT_TERMS = {
 
 def _check_bits(B):
     if B not in SUPPORTED_BITS:
-        raise ValueError(
+        raise UnsupportedValue(
             f"unsupported bit-width B={B!r}: APoT levels exist for B in {SUPPORTED_BITS} only")
 
 
@@ -52,7 +54,7 @@ def uniform_levels(B):
 def level_set(B, family="apot"):
     """The B-bit magnitude levels of one family ("apot", "pot" or "uniform")."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown level family {family!r}: choose one of {FAMILIES}")
+        raise UnsupportedValue(f"unknown level family {family!r}: choose one of {FAMILIES}")
     if family == "uniform":
         return uniform_levels(B)
     return build_power_value(B, additive=family == "apot")

@@ -18,8 +18,7 @@ import torch.nn as nn
 from apot.projection import compilation
 
 
-class UserError(RuntimeError):
-    """A bad input the user can fix; main() prints it as one line and exits non-zero."""
+from apot.errors import UnsupportedValue, UserError  # noqa: F401  (both part of this API)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -414,12 +413,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def cli_main(parser, run, argv=None):
-    """Parse the arguments and run; a UserError or ValueError becomes one `error: ...` line on
-    stderr and exit status 1, instead of a traceback."""
+    """Parse the arguments and run; the project's own input errors (UserError) become one
+    `error: ...` line on stderr and exit status 1. Any other exception keeps its traceback."""
     args = parser.parse_args(argv)
     try:
         with compilation(False if getattr(args, "no_compile", False) else None):
             run(args)
-    except (UserError, ValueError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -87,3 +87,22 @@ def test_imagenet_numeric_arguments_too(capsys):
     code, _, err = call_main(main, ["--data", "x", "--warmup-iters", "-5"], capsys)
     assert code == 2 and err.startswith("error: argument --warmup-iters: must be a non-negative "
                                         "integer, got -5 (see ")
+
+
+def test_command_line_catches_only_the_projects_input_errors(capsys):
+    from apot.errors import UnsupportedValue
+    from apot.training import ArgumentParser, cli_main
+
+    def fail(error):
+        def run(args):
+            raise error
+        return run
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(ArgumentParser(), fail(UnsupportedValue("unsupported bit-width 7")), [])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "error: unsupported bit-width 7\n"
+    for error in (ValueError("a bug"), ZeroDivisionError("a bug"), KeyError("a bug")):
+        with pytest.raises(type(error)):  # shown with its traceback, not as an input error
+            cli_main(ArgumentParser(), fail(error), [])
+    assert isinstance(UnsupportedValue("x"), ValueError)  # library callers may catch ValueError
