@@ -13,7 +13,7 @@ from tqdm import tqdm
 from apot.bngroups import split_batchnorm
 from apot.levels import SUPPORTED_BITS
 from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
-                           check_finite, cli_main, load_checkpoint, load_weights,
+                           check_finite, check_run_meta, cli_main, load_checkpoint, load_weights,
                            non_negative_float, non_negative_int, positive_float, positive_int,
                            resume_or_start, start_process, train_epochs, wrap_model)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
@@ -173,7 +173,11 @@ def load_initial_weights(model, args, say):
     if args.evaluate:
         if not args.init:
             raise UserError("-e/--evaluate needs --init PATH, the checkpoint to evaluate")
-        load_weights(model, load_checkpoint(args.init)["state_dict"], args.init)
+        ckpt = load_checkpoint(args.init)
+        # ours record their run (a 3-bit model has the keys of a 4-bit one); the authors' do not
+        check_run_meta(ckpt, f"checkpoint {args.init}", arch=args.arch, bit=args.bit,
+                       quant=args.quant, dataset=args.dataset)
+        load_weights(model, ckpt["state_dict"], args.init)
     elif args.init and not args.resume:
         missing = load_weights(model, load_checkpoint(args.init)["state_dict"], args.init,
                                may_miss=is_alpha)

@@ -178,6 +178,19 @@ def test_evaluating_a_checkpoint_of_another_bit_width_is_an_error(trained, tiny_
     assert proc.returncode == 0 and "alphas start at their defaults" in proc.stdout
 
 
+def test_evaluating_our_checkpoint_at_another_bit_width_is_an_error(trained, main_in_process,
+                                                                     tiny_cifar, capsys):
+    """A 4-bit and a 3-bit ResNet-20 have the same keys and shapes: our checkpoints record
+    their bit-width, and -e at another one is refused."""
+    from conftest import assert_one_line_error_in_process, call_main
+    best = trained[0] / "model_best.pth.tar"
+    assert torch.load(best, weights_only=True)["bit"] == 4
+    result = call_main(main_in_process.main, ["--bit", "3", "-e", "--init", best, "--data",
+                                              tiny_cifar, "--no-progress"], capsys)
+    assert_one_line_error_in_process(result, r"^error: checkpoint .*model_best\.pth\.tar is a "
+                                             r"bit=4 run, not bit=3$")
+
+
 def test_an_existing_run_is_not_overwritten(run_with_checkpoint, tiny_cifar, tmp_path):
     run, before = run_with_checkpoint
     proc = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "1")
