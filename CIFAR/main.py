@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from apot.bngroups import split_batchnorm
 from apot.levels import SUPPORTED_BITS
-from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
+from apot.training import (ArgumentParser, UserError, all_reduce_sum,
                            check_finite, check_run_meta, cli_main, load_checkpoint, load_weights,
                            non_negative_float, non_negative_int, positive_float, positive_int,
                            resume_or_start, start_process, train_epochs, wrap_model)
@@ -134,15 +134,13 @@ def train_one_epoch(model, criterion, optimizer, data, normalize, epoch, args, c
     bar = tqdm(batches, total=steps, desc=f"train {epoch}", disable=ctx.quiet, leave=False)
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
-    count = checked = 0
+    count = 0
     for step, (images, target) in enumerate(bar):
         output, loss = train_step(model, criterion, optimizer, normalize(images), target)
         loss_sum += loss.detach().double() * len(target)
         correct += (output.argmax(1) == target).sum()
         count += len(target)
-        if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == steps:
-            check_finite(loss_sum, epoch, checked, step)
-            checked = step + 1
+        if check_finite(loss_sum, epoch, step, steps):  # the bar only when the sums are read
             bar.set_postfix(loss=f"{loss_sum.item() / count:.3f}",
                             acc=f"{100 * correct.item() / count:.2f}")
     loss_sum, correct, count = all_reduce_sum([loss_sum.item(), correct.item(), count],

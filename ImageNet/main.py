@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from apot.bngroups import split_batchnorm
 from apot.levels import SUPPORTED_BITS
-from apot.training import (NAN_CHECK_EVERY, ArgumentParser, UserError, all_reduce_sum,
+from apot.training import (ArgumentParser, UserError, all_reduce_sum,
                            check_finite, check_run_meta, cli_main, load_checkpoint, load_weights,
                            non_negative_float, non_negative_int, positive_float, positive_int,
                            resume_or_start, start_process, train_epochs, wrap_model)
@@ -128,7 +128,7 @@ def train_one_epoch(net, criterion, optimizer, scheduler, scaler, data, epoch, c
     net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     hits = torch.zeros(2, dtype=torch.int64, device=ctx.device)  # top-1, top-5
-    n = checked = 0
+    n = 0
     for step, (images, target) in enumerate(tqdm(data, desc=f"train {epoch}", disable=ctx.quiet,
                                                  leave=False)):
         images, target = to_device(images, target, ctx.device, args.channels_last)
@@ -143,9 +143,7 @@ def train_one_epoch(net, criterion, optimizer, scheduler, scaler, data, epoch, c
         loss_sum += loss.detach().double() * len(target)
         hits += torch.stack(accuracy_counts(output, target))
         n += len(target)
-        if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == len(data):
-            check_finite(loss_sum, epoch, checked, step)
-            checked = step + 1
+        check_finite(loss_sum, epoch, step, len(data))
     loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx.device)
     return loss / max(n, 1), 100 * top1 / max(n, 1), 100 * top5 / max(n, 1)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from apot.training import UserError
+from apot.errors import UserError
 
 
 def check_bn_groups(groups, local_batch):

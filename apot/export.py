@@ -34,8 +34,8 @@ from apot.eightbit import codes_8bit, first_conv, last_fc
 from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
 from apot.levels import SUPPORTED_BITS, level_integers, weight_level_integers
 from apot.projection import compilation, project_index
-from apot.training import (ArgumentParser, UserError, atomic_save, cli_main, load_checkpoint,
-                           load_weights, strip_module_prefix)
+from apot.training import (ArgumentParser, UserError, atomic_save, atomic_write, cli_main,
+                           load_checkpoint, load_weights, strip_module_prefix)
 
 FORMAT = "apot-int-v1"
 
@@ -250,19 +250,6 @@ def default_out(checkpoint, suffix=".apot"):
     return base + suffix
 
 
-def write_bytes(data, path):
-    """Write to a temporary file in the same folder, then rename: never a truncated file."""
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def cmd_export(args, variant):
     model, meta = load_quantized_model(args.checkpoint, variant, args.arch, args.bit, args.quant)
     blob = export_model(model, meta, variant.conv_type)
@@ -315,7 +302,7 @@ def cmd_onnx(args, variant):
     proto = to_onnx(model, variant.conv_type, args.image_size, float_convs=args.float,
                     unsigned_weights=args.uint8_weights)
     out = args.out or default_out(args.checkpoint, ".fp32.onnx" if args.float else ".onnx")
-    write_bytes(proto.SerializeToString(), out)
+    atomic_write(out, lambda f: f.write(proto.SerializeToString()))
     kind = "plain FP32 convs" if args.float else f"{meta['bit']}-bit ConvInteger"
     print(f"wrote {out}: {os.path.getsize(out):,d} bytes, {meta['arch']} with {kind} "
           f"(float checkpoint {args.checkpoint}: {os.path.getsize(args.checkpoint):,d} bytes)")

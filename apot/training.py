@@ -15,27 +15,31 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from apot.projection import compilation
-
-
+from apot.bngroups import check_bn_groups
 from apot.errors import UnsupportedValue, UserError  # noqa: F401  (both part of this API)
+from apot.projection import compilation
 
 
 # --- checkpoints -------------------------------------------------------------------------------
 
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a
-    truncated checkpoint, and the previous one stays intact until the new one is complete."""
+def atomic_write(path, write):
+    """write(binary file) into a temporary file in the same folder, then rename: a crash never
+    leaves a truncated file, and the previous one stays intact until the new one is complete."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj, path):
+    """torch.save, written atomically (atomic_write)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path):
@@ -199,13 +203,18 @@ def report_final(history, best_prec, say):
 NAN_CHECK_EVERY = 10  # training steps between two checks for a non-finite loss (each syncs)
 
 
-def check_finite(loss_sum, epoch, first, last):
+def check_finite(loss_sum, epoch, step, steps):
     """Stop on a non-finite loss: loss_sum is the epoch's running loss (a device tensor), read
-    once every NAN_CHECK_EVERY steps instead of every step."""
+    after every NAN_CHECK_EVERY-th of the epoch's steps and after its last, not every step.
+    Returns whether it was read at this step."""
+    if (step + 1) % NAN_CHECK_EVERY and step + 1 != steps:
+        return False
     value = loss_sum.item()
     if not math.isfinite(value):
-        raise UserError(f"loss is {value} at epoch {epoch}, steps {first}-{last}: training "
+        first = step - step % NAN_CHECK_EVERY
+        raise UserError(f"loss is {value} at epoch {epoch}, steps {first}-{step}: training "
                         "diverged; the last checkpoint is intact (lower --lr or check the data)")
+    return True
 
 
 # --- devices and processes ---------------------------------------------------------------------
@@ -346,7 +355,6 @@ def start_process(args):
             torch.set_num_threads(args.threads)
     if args.batch_size % world:
         raise UserError(f"batch size {args.batch_size} does not split over {world} processes")
-    from apot.bngroups import check_bn_groups  # apot.bngroups imports this module
     check_bn_groups(args.bn_groups, args.batch_size // world)
     torch.manual_seed(args.seed)
     return ctx
