@@ -83,6 +83,15 @@ def test_int_conv2d_equals_an_integer_reference():
                    "adds": set_bits_total * positions + len(bits_in_use) * 4 * positions}
 
 
+def test_int_conv2d_sums_exactly_below_2_to_the_53_and_refuses_beyond():
+    ones = torch.ones(1, 1, 3, 3, dtype=torch.int64)
+    big = 2**49 + 1  # 50 significant bits: float32 would round it, float64 sums of 9 are exact
+    acc, _ = int_conv2d(ones * big, ones, ones * 3, stride=1, padding=0)
+    assert acc.flatten().tolist() == [27 * big]
+    with pytest.raises(ValueError, match="too large for exact float64 sums"):
+        int_conv2d(ones * 2**50, ones, ones * 3, stride=1, padding=0)  # 9 * 2**50 >= 2**53
+
+
 def quant_conv(variant, bit, family, stride):
     """A quantized conv of either variant, with alphas set where the levels are well used."""
     if variant == "CIFAR":
