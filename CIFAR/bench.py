@@ -153,7 +153,7 @@ def report_epochs(times, steps, bit):
         print(f"{bit}-bit/FP32 epoch ratio: {ratio:.2f}")
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="res20")
     p.add_argument("--bit", default=4, type=int, choices=SUPPORTED_BITS)
@@ -165,7 +165,7 @@ def main():
     p.add_argument("--tf32", action="store_true", help="TensorFloat-32 convolutions on GPUs")
     p.add_argument("--compile-model", action="store_true",
                    help="time the models as main.py --compile-model runs them")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     extra = ["--compile-model"] if args.compile_model else []
     device = torch.device(args.device)
     arithmetic = set_float32_arithmetic(args.tf32)

@@ -67,14 +67,14 @@ def op_profile(proto, x, runs=3):
     return total
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="res20", choices=sorted(ARCHS))
     p.add_argument("--bit", default=4, type=int, choices=SUPPORTED_BITS)
     p.add_argument("--seconds", default=5.0, type=float, help="timed seconds per configuration")
     p.add_argument("--profile", action="store_true",
                    help="also the time per ONNX op type of the uint8-weight model at batch 100")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     import onnxruntime as ort
 
     torch.manual_seed(0)

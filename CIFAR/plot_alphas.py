@@ -74,13 +74,13 @@ def plot(found, arch, out):
     fig.savefig(out, dpi=120)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
     p.add_argument("--official", default=os.path.join(data_root(), "apot-official-res20"),
                    help="the authors' <arch>_<b>bit.pth.tar files (default: $APOT_DATA/...)")
     p.add_argument("--out", default="")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     found = find_checkpoints(args.results, args.official, args.arch)
     if not found:
         raise SystemExit(f"error: no quantized {args.arch} checkpoint under {args.results} or "

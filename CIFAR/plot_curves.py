@@ -47,11 +47,11 @@ def plot(runs, arch, out):
     fig.savefig(out, dpi=120)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
     p.add_argument("--out", default="")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     runs = find_runs(args.results, args.arch)
     if not runs:
         raise SystemExit(f"error: no {args.arch}_*bit/log.csv under {args.results}")

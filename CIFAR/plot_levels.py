@@ -54,13 +54,13 @@ def plot_weight_histogram(checkpoint, bit, layer, out):
     fig.savefig(out, dpi=120)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="")
     p.add_argument("--bit", type=int, default=4)
     p.add_argument("--layer", default="layer2.0.conv2")
     p.add_argument("--out-dir", default="result/figures")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     plot_level_sets(os.path.join(args.out_dir, "levels.png"))
     print(f"wrote {args.out_dir}/levels.png")

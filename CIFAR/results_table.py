@@ -127,13 +127,13 @@ def last_phase_spread(runs, epochs, start):
     return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
     p.add_argument("--epochs", default=300, type=int, help="epochs of a finished stage")
     p.add_argument("--update", default="", metavar="README",
                    help="write the table into this file's results block instead of printing it")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     runs = find_runs(args.results, args.arch)
     text = table(runs, args.epochs)
     spread = last_phase_spread(runs, args.epochs, LR_STEPS[-1])

@@ -18,7 +18,7 @@ from ImageNet.data import IMAGE_SIZE
 from ImageNet.main import build_model
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--bit", default=4, type=int, choices=SUPPORTED_BITS)
@@ -27,7 +27,7 @@ def main():
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--tf32", action="store_true", help="TensorFloat-32 convolutions on GPUs")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arithmetic = set_float32_arithmetic(args.tf32)
     x = torch.randn(args.batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)

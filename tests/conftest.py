@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 import pickle
 import re
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from apot.projection import compilation
 from apot.training import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,26 +78,25 @@ def last_line(text):
 
 
 def assert_one_line_error(proc, pattern):
-    """Non-zero exit, no traceback, and the last stderr line matches pattern."""
+    """Non-zero exit, no traceback, one error line, and the last stderr line matches pattern."""
     assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1, proc.stderr
     assert re.search(pattern, last_line(proc.stderr)), proc.stderr
 
 
-def call_main(main, argv, capsys):
-    """A command line's main(argv) run in this process (no interpreter start-up): returns
-    (exit status, stdout, stderr). Any exception but SystemExit propagates, as a traceback
-    would in a subprocess."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def assert_one_line_error_in_process(result, pattern):
-    code, _, err = result
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert re.search(pattern, err.strip()), err
+def run_in_process(main, *args, cwd, compiled=False):
+    """A command line's main(argv) run in this process from cwd, with eager quantizers unless
+    compiled: a CompletedProcess as run_script gives, without an interpreter's start-up. Any
+    exception but SystemExit propagates, as a traceback would in a subprocess."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err), compilation(None if compiled else False):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:  # as the interpreter: a message goes to stderr, status 1
+            code = 0 if e.code is None else e.code
+            if isinstance(code, str):
+                print(code, file=err)
+                code = 1
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from apot.bngroups import split_batchnorm
-from conftest import assert_one_line_error_in_process, call_main
+from CIFAR.main import main as cifar_main
+from conftest import assert_one_line_error, run_in_process
 from CIFAR.resnet import ARCHS
 
 
@@ -69,38 +70,27 @@ def test_one_group_is_plain_batchnorm_and_evaluation_is_unchanged():
     assert grouped.state_dict().keys() == model.state_dict().keys()
 
 
-@pytest.fixture
-def cifar_main(monkeypatch, tmp_path):
-    """CIFAR.main.main run in this process from tmp_path (its --no-compile is undone)."""
-    import CIFAR.main as main_mod
-    monkeypatch.setenv("APOT_COMPILE", "0")
-    monkeypatch.chdir(tmp_path)
-    return main_mod.main
-
-
 @pytest.mark.parametrize("groups", ["0", "17"])
-def test_bad_group_counts_are_one_line_errors(groups, cifar_main, tiny_cifar, tmp_path, capsys):
-    result = call_main(cifar_main, ["--bit", "4", "--data", tiny_cifar, "--no-download", "-b",
-                                    "16", "--bn-groups", groups, "--epochs", "1", "--save-dir",
-                                    tmp_path / "run", "--no-progress", "--no-compile"], capsys)
-    assert_one_line_error_in_process(
-        result, rf"^error: --bn-groups {groups}: must be between 1 and the per-process batch "
-                r"\(16\)$")
+def test_bad_group_counts_are_one_line_errors(groups, tiny_cifar, tmp_path):
+    proc = run_in_process(cifar_main, "--bit", "4", "--data", tiny_cifar, "--no-download", "-b",
+                          "16", "--bn-groups", groups, "--epochs", "1", "--save-dir",
+                          tmp_path / "run", "--no-progress", cwd=tmp_path)
+    assert_one_line_error(proc, rf"^error: --bn-groups {groups}: must be between 1 and the "
+                                r"per-process batch \(16\)$")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_resume_refuses_another_group_count(cifar_main, tiny_cifar, tmp_path, capsys):
+def test_resume_refuses_another_group_count(tiny_cifar, tmp_path):
     common = ["--bit", "4", "--data", tiny_cifar, "--no-download", "-b", "16", "--no-progress",
-              "--no-compile", "--save-dir", tmp_path / "run"]
-    code, _, err = call_main(cifar_main, [*common, "--bn-groups", "2", "--epochs", "1"], capsys)
-    assert code == 0, err
+              "--save-dir", tmp_path / "run"]
+    proc = run_in_process(cifar_main, *common, "--bn-groups", "2", "--epochs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)
     assert ckpt["bn_groups"] == 2 and ckpt["args"]["bn_groups"] == 2
     before = (tmp_path / "run" / "checkpoint.pth.tar").read_bytes()
-    result = call_main(cifar_main, [*common, "--epochs", "2", "--resume",
-                                    tmp_path / "run" / "checkpoint.pth.tar"], capsys)
-    assert_one_line_error_in_process(result, r"^error: --resume .* is a bn_groups=2 run, not "
-                                             r"bn_groups=1$")
+    proc = run_in_process(cifar_main, *common, "--epochs", "2", "--resume",
+                          tmp_path / "run" / "checkpoint.pth.tar", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --resume .* is a bn_groups=2 run, not bn_groups=1$")
     assert (tmp_path / "run" / "checkpoint.pth.tar").read_bytes() == before
 
 

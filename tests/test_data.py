@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from CIFAR.data import PAD, DataError, Normalize, augment, load_cifar, train_batches
-from conftest import write_tiny_cifar
+from conftest import assert_one_line_error, run_in_process, write_tiny_cifar
 
 
 def reference_augment(img, dy, dx, flip):
@@ -93,14 +93,14 @@ def test_corrupt_batch_file_is_a_clear_error(tmp_path):
 
 
 def test_plot_curves_picks_up_every_stage(tmp_path):
-    from conftest import ROOT, run_script
+    from CIFAR.plot_curves import main
     for bit, n in ((32, 5), (4, 3)):
         run = tmp_path / f"res20_{bit}bit"
         run.mkdir()
         rows = "\n".join(f"{e},0.1,1.0,50.0,1.0,{40 + e},{40 + e},1.0" for e in range(n))
         (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
                                      "seconds\n" + rows + "\n")
-    proc = run_script(ROOT / "CIFAR" / "plot_curves.py", "--results", tmp_path)
+    proc = run_in_process(main, "--results", tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "FP32 5 epochs, 4-bit 3 epochs" in proc.stdout
     assert (tmp_path / "res20_curves.png").stat().st_size > 1000
@@ -141,8 +141,7 @@ def test_results_table_needs_no_plotting_library():
 
 
 def test_update_rewrites_only_the_marked_block(tmp_path):
-    from conftest import ROOT, run_script
-    from CIFAR.results_table import BEGIN, END
+    from CIFAR.results_table import BEGIN, END, main
     run = tmp_path / "res20_32bit"
     run.mkdir()
     (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
@@ -150,17 +149,15 @@ def test_update_rewrites_only_the_marked_block(tmp_path):
     lookalike = "| 3-bit | `main.py -a ARCH --bit 3` |\n| FP32 | 1/300 | 10.00 (0) |"
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n{lookalike}\n{BEGIN}\nold table\n{END}\nafter\n{lookalike}\n")
-    proc = run_script(ROOT / "CIFAR" / "results_table.py", "--results", tmp_path, "--update",
-                      readme)
+    proc = run_in_process(main, "--results", tmp_path, "--update", readme, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     text = readme.read_text()
     before, block, after = text.split(f"{BEGIN}\n")[0], *text.split(f"{BEGIN}\n")[1].split(END)
     assert before == f"# title\n{lookalike}\n" and after == f"\nafter\n{lookalike}\n"
     assert "| FP32 | 1/300 | 42.50 (0) | not finished |" in block and "old table" not in block
     readme.write_text("no markers\n")
-    proc = run_script(ROOT / "CIFAR" / "results_table.py", "--results", tmp_path, "--update",
-                      readme)
-    assert proc.returncode != 0 and proc.stderr.strip().startswith("error: ")
+    proc = run_in_process(main, "--results", tmp_path, "--update", readme, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*README\.md needs exactly one")
     assert readme.read_text() == "no markers\n"
 
 
@@ -185,7 +182,7 @@ def test_reads_cifar100_fine_labels(tmp_path):
 
 def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tmp_path):
     import torch
-    from conftest import ROOT, run_script
+    from CIFAR.plot_alphas import main
     from CIFAR.resnet import ARCHS
     official = tmp_path / "official"
     official.mkdir()
@@ -200,8 +197,7 @@ def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tm
     ours = ARCHS["res20"](bit=3).state_dict()
     torch.save({"state_dict": ours, "epoch": 7}, run / "model_best.pth.tar")
     torch.save({"state_dict": ours, "epoch": 12}, run / "checkpoint.pth.tar")
-    proc = run_script(ROOT / "CIFAR" / "plot_alphas.py", "--results", tmp_path, "--official",
-                      official)
+    proc = run_in_process(main, "--results", tmp_path, "--official", official, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     header, first = proc.stdout.splitlines()[1:3]
     assert "authors' 4-bit" in header and "ours 3-bit (12 of 300 epochs)" in header

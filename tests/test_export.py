@@ -12,12 +12,11 @@ from apot.levels import level_integers, level_set, weight_level_integers, weight
 from apot.export import IntConv, export_conv
 from apot.training import UserError
 from CIFAR.quant_layer import QuantConv2d
-from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, make_image_folder,
-                      needs_shared, run_script)
+from CIFAR.export import main as EXPORT
+from conftest import (CIFAR_DIR, OFFICIAL, assert_one_line_error, make_image_folder, needs_shared,
+                      run_in_process)
+from ImageNet.export import main as IMAGENET_EXPORT
 from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d, family_flags
-
-EXPORT = ROOT / "CIFAR" / "export.py"
-IMAGENET_EXPORT = ROOT / "ImageNet" / "export.py"
 FAMILIES = ["apot", "pot", "uniform"]
 
 
@@ -130,17 +129,16 @@ def test_export_refuses_grouped_convs():
 def test_export_refuses_corrupt_and_full_precision_checkpoints(tmp_path):
     bad = tmp_path / "bad.pth.tar"
     bad.write_bytes(b"garbage" * 50)
-    proc = run_script(EXPORT, "export", bad, "--bit", "4", cwd=tmp_path)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert re.match(r"error: cannot read checkpoint .*bad\.pth\.tar", proc.stderr.strip().splitlines()[-1])
+    proc = run_in_process(EXPORT, "export", bad, "--bit", "4", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: cannot read checkpoint .*bad\.pth\.tar")
     from CIFAR.resnet import resnet20_cifar
     fp = tmp_path / "fp.pth.tar"
     torch.save({"state_dict": resnet20_cifar(bit=32).state_dict(), "bit": 32, "arch": "res20"}, fp)
-    proc = run_script(EXPORT, "export", fp, cwd=tmp_path)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "32-bit checkpoint: only quantized models export" in proc.stderr.strip().splitlines()[-1]
-    proc = run_script(EXPORT, "infer", bad, "--data", tmp_path, cwd=tmp_path)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: cannot read")
+    proc = run_in_process(EXPORT, "export", fp, cwd=tmp_path)
+    assert_one_line_error(proc, r"32-bit checkpoint: only quantized models export")
+    proc = run_in_process(EXPORT, "infer", bad, "--data", tmp_path, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: cannot read .*bad\.pth\.tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth.tar", "fp.pth.tar"]
 
 
 def test_export_and_infer_our_checkpoint_end_to_end(tiny_cifar, tmp_path):
@@ -156,11 +154,11 @@ def test_export_and_infer_our_checkpoint_end_to_end(tiny_cifar, tmp_path):
         model(torch.randn(64, 3, 32, 32))
     ckpt = tmp_path / "ours.pth.tar"
     torch.save({"state_dict": model.state_dict(), "bit": 3, "arch": "res20", "quant": "apot"}, ckpt)
-    proc = run_script(EXPORT, "export", ckpt, "--out", tmp_path / "m.apot", cwd=tmp_path)
+    proc = run_in_process(EXPORT, "export", ckpt, "--out", tmp_path / "m.apot", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"wrote .*m\.apot: [\d,]+ bytes \(float checkpoint .*: [\d,]+ bytes", proc.stdout)
     assert re.search(r"^total\s+[\d,]+\s+[\d,]+\s+[\d,]+", proc.stdout, re.M)
-    proc = run_script(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar, "--compare", ckpt,
+    proc = run_in_process(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar, "--compare", ckpt,
                       "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "predictions agree on 40 of 40" in proc.stdout
@@ -171,10 +169,10 @@ def test_export_and_infer_our_checkpoint_end_to_end(tiny_cifar, tmp_path):
 def test_authors_checkpoints_run_on_integers(bit, tmp_path):
     ckpt = OFFICIAL / f"res20_{bit}bit.pth.tar"
     out = tmp_path / "m.apot"
-    proc = run_script(EXPORT, "export", ckpt, "--bit", bit, "--out", out, cwd=tmp_path)
+    proc = run_in_process(EXPORT, "export", ckpt, "--bit", bit, "--out", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     n = 200
-    proc = run_script(EXPORT, "infer", out, "--data", CIFAR_DIR, "--compare", ckpt, "--limit", n,
+    proc = run_in_process(EXPORT, "infer", out, "--data", CIFAR_DIR, "--compare", ckpt, "--limit", n,
                       "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     int_acc = float(re.search(r"integer path: top-1 (\d+\.\d+)", proc.stdout).group(1))
@@ -203,13 +201,13 @@ def calibrated_imagenet_checkpoint(path, bit, monkeypatch):
 def test_imagenet_export_and_infer_end_to_end(tiny_imagenet, tmp_path, monkeypatch):
     ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4, monkeypatch)
     out = tmp_path / "r18.apot"  # the default name: r18.pth.tar -> r18.apot
-    proc = run_script(IMAGENET_EXPORT, "export", ckpt, "--image-size", "32", cwd=tmp_path)
+    proc = run_in_process(IMAGENET_EXPORT, "export", ckpt, "--image-size", "32", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
     assert "operations for one 32x32 image:" in proc.stdout
     assert "19 quantized convs" in proc.stdout  # 8 blocks of 2, 3 downsampling 1x1 convs
     assert re.search(r"^conv1 \(8-bit\)\s+[\d,]+\s+0\s+0\s+[\d,]+$", proc.stdout, re.M)
-    proc = run_script(IMAGENET_EXPORT, "infer", out, "--data", tiny_imagenet, "--compare", ckpt,
+    proc = run_in_process(IMAGENET_EXPORT, "infer", out, "--data", tiny_imagenet, "--compare", ckpt,
                       "--image-size", "32", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "integer path: top-1" in proc.stdout and "predictions agree on 6 of 6" in proc.stdout
@@ -217,18 +215,18 @@ def test_imagenet_export_and_infer_end_to_end(tiny_imagenet, tmp_path, monkeypat
 
 def test_each_command_line_refuses_the_other_variants_files(tmp_path, monkeypatch):
     ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 2, monkeypatch)
-    proc = run_script(EXPORT, "export", ckpt, cwd=tmp_path)
+    proc = run_in_process(EXPORT, "export", ckpt, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*r18\.pth\.tar holds a resnet18 model, not one of "
                                 r"CIFAR's \(res110, res20")
     out = tmp_path / "r18.apot"
-    proc = run_script(IMAGENET_EXPORT, "export", ckpt, "--out", out, "--image-size", "16",
+    proc = run_in_process(IMAGENET_EXPORT, "export", ckpt, "--out", out, "--image-size", "16",
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    proc = run_script(EXPORT, "infer", out, "--data", tmp_path, cwd=tmp_path)
+    proc = run_in_process(EXPORT, "infer", out, "--data", tmp_path, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*r18\.apot holds a resnet18 model, not one of CIFAR's")
-    proc = run_script(IMAGENET_EXPORT, "infer", out, "--data", tmp_path, cwd=tmp_path)
+    proc = run_in_process(IMAGENET_EXPORT, "infer", out, "--data", tmp_path, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*val not found: --data must be an ImageFolder root "
                                 r"holding val/")
     two = make_image_folder(tmp_path / "two", classes=2)
-    proc = run_script(IMAGENET_EXPORT, "infer", out, "--data", two, cwd=tmp_path)
+    proc = run_in_process(IMAGENET_EXPORT, "infer", out, "--data", two, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*val has 2 class folders, the model 3 classes$")

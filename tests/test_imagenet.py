@@ -8,8 +8,9 @@ import torch
 import torchvision
 
 from apot.levels import activation_levels, weight_levels
-from conftest import (ROOT, assert_one_line_error, assert_one_line_error_in_process, call_main,
-                      last_line, make_image_folder, run_script)
+from conftest import (ROOT, assert_one_line_error, last_line, make_image_folder,
+                      run_in_process)
+from ImageNet.main import main as imagenet_main
 from ImageNet.quant_layer import QuantConv2d, family_flags
 from ImageNet.resnet import ARCHS
 
@@ -154,33 +155,33 @@ def test_torchvision_weights_load_into_every_bit_width():
 
 @pytest.mark.parametrize("bit", [4, 32])
 def test_train_and_evaluate_resnet18(bit, tiny_imagenet, tmp_path):
-    proc = run_script(MAIN, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet, "-b", "4",
+    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet, "-b", "4",
                       "--epochs", "1", "--save-dir", tmp_path / "run", *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"\* Best@1 \d+\.\d\d", last_line(proc.stdout))
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,lr,train_loss") and "test_top5" in log[0] and len(log) == 2
-    proc = run_script(MAIN, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet, "-e",
+    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet, "-e",
                       "--init", tmp_path / "run" / "model_best.pth.tar", *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d", last_line(proc.stdout))
 
 
 def test_torchrun_two_processes_checkpoint_from_rank0_and_resume(tiny_imagenet, tmp_path):
-    def launch(*extra):
-        return subprocess.run(
-            ["torchrun", "--standalone", "--nproc_per_node", "2", MAIN, "-a", "resnet18",
-             "--bit", "4", "--data", tiny_imagenet, "-b", "4", "--save-dir", tmp_path / "run",
-             *FAST, *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-
-    first = launch("--epochs", "1")
+    """Two processes write one checkpoint (rank 0), which a single process resumes."""
+    common = ["-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4", "--save-dir",
+              tmp_path / "run", *FAST]
+    first = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", MAIN, *common,
+                            "--epochs", "1"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("* Best@1") == 1  # rank 0 alone reports
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)
     assert ckpt["epoch"] == 1 and not any(k.startswith("module.") for k in ckpt["state_dict"])
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "args.json", "checkpoint.pth.tar", "log.csv", "model_best.pth.tar"]
-    second = launch("--epochs", "2", "--resume", tmp_path / "run" / "checkpoint.pth.tar")
+    second = run_in_process(imagenet_main, *common, "--epochs", "2", "--resume",
+                            tmp_path / "run" / "checkpoint.pth.tar", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "resumed" in second.stdout
     assert torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)["epoch"] == 2
@@ -189,19 +190,19 @@ def test_torchrun_two_processes_checkpoint_from_rank0_and_resume(tiny_imagenet, 
 
 def test_missing_split_is_a_clear_error(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
-    proc = run_script(MAIN, "--data", tmp_path, *FAST, cwd=tmp_path)
+    proc = run_in_process(imagenet_main, "--data", tmp_path, *FAST, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*val not found: --data must be an ImageFolder root "
                                 r"holding val/ \(and train/ to train\)")
 
 
 def test_empty_class_folder_is_a_clear_error(tmp_path):
     data = make_image_folder(tmp_path / "d", empty_class=True)
-    proc = run_script(MAIN, "--data", data, *FAST, cwd=tmp_path)
+    proc = run_in_process(imagenet_main, "--data", data, *FAST, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*train: .*class2")
 
 
 def test_unsupported_bit_is_refused(tiny_imagenet, tmp_path):
-    proc = run_script(MAIN, "--data", tiny_imagenet, "--bit", "8", *FAST, cwd=tmp_path)
+    proc = run_in_process(imagenet_main, "--data", tiny_imagenet, "--bit", "8", *FAST, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: argument --bit: invalid choice: 8")
     assert len(proc.stderr.strip().splitlines()) == 1
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 5\)"):
@@ -209,7 +210,7 @@ def test_unsupported_bit_is_refused(tiny_imagenet, tmp_path):
 
 
 def test_unreachable_pretrained_weights_are_a_clear_error(tiny_imagenet, tmp_path):
-    proc = run_script(MAIN, "--data", tiny_imagenet, "--pretrained", "torchvision",
+    proc = run_in_process(imagenet_main, "--data", tiny_imagenet, "--pretrained", "torchvision",
                       "--no-download", "-b", "4", "--save-dir", tmp_path / "r", *FAST, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: --pretrained torchvision needs a download")
 
@@ -217,7 +218,7 @@ def test_unreachable_pretrained_weights_are_a_clear_error(tiny_imagenet, tmp_pat
 def test_mismatched_checkpoint_is_a_clear_error(tiny_imagenet, tmp_path):
     bad = tmp_path / "r34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), bad)
-    proc = run_script(MAIN, "--data", tiny_imagenet, "--pretrained", bad, "-b", "4",
+    proc = run_in_process(imagenet_main, "--data", tiny_imagenet, "--pretrained", bad, "-b", "4",
                       "--save-dir", tmp_path / "r", *FAST, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: checkpoint .*r34.pth does not fit this model")
 
@@ -339,7 +340,7 @@ def test_loss_scale_survives_a_resume(tmp_path):
 def trained_run(tiny_imagenet, tmp_path_factory):
     """One epoch of a 4-bit ResNet-18 on the tiny ImageFolder: its run folder."""
     run = tmp_path_factory.mktemp("amp") / "run"
-    proc = run_script(MAIN, "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4",
+    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4",
                       "--epochs", "1", "--save-dir", run, *FAST, cwd=run.parent)
     assert proc.returncode == 0, proc.stderr
     return run
@@ -359,55 +360,44 @@ def test_corrupt_scaler_entries_are_refused(entry):
     check_scaler_state(torch.amp.GradScaler("cpu").state_dict(), "c.pth")
 
 
-@pytest.fixture
-def imagenet_main(monkeypatch, tmp_path):
-    """ImageNet.main.main run in this process from tmp_path (its --no-compile is undone)."""
-    import ImageNet.main as main_mod
-    monkeypatch.setenv("APOT_COMPILE", "0")
-    monkeypatch.chdir(tmp_path)
-    return main_mod.main
-
-
-def test_corrupt_scaler_entry_is_a_clear_error_and_nothing_is_written(trained_run, imagenet_main,
-                                                                      tiny_imagenet, tmp_path,
-                                                                      capsys):
+def test_corrupt_scaler_entry_is_a_clear_error_and_nothing_is_written(trained_run, tiny_imagenet,
+                                                                      tmp_path):
     ckpt = torch.load(trained_run / "checkpoint.pth.tar", weights_only=True)
     ckpt["scaler"] = BAD_SCALER_ENTRIES[0]
     run = tmp_path / "run"
     run.mkdir()
     torch.save(ckpt, run / "checkpoint.pth.tar")
     before = (run / "checkpoint.pth.tar").read_bytes()
-    result = call_main(imagenet_main, [
-        "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4", "--epochs", "2",
-        "--save-dir", run, "--resume", run / "checkpoint.pth.tar", "--amp", *FAST], capsys)
-    assert_one_line_error_in_process(result, r"^error: --resume .*: corrupt 'scaler' entry")
+    proc = run_in_process(
+        imagenet_main, "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4",
+        "--epochs", "2", "--save-dir", run, "--resume", run / "checkpoint.pth.tar", "--amp",
+        *FAST, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --resume .*: corrupt 'scaler' entry")
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pth.tar"]
     assert (run / "checkpoint.pth.tar").read_bytes() == before
 
 
-def test_evaluation_reads_val_alone(trained_run, imagenet_main, tmp_path, capsys):
+def test_evaluation_reads_val_alone(trained_run, tmp_path):
     data = make_image_folder(tmp_path / "d")
     import shutil
     shutil.rmtree(data / "train")
     argv = ["-a", "resnet18", "--bit", "4", "--data", data, "-e", "--init",
             trained_run / "model_best.pth.tar", *FAST]
-    code, out, err = call_main(imagenet_main, argv, capsys)
-    assert code == 0, err
-    assert re.fullmatch(r"\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d", last_line(out))
+    proc = run_in_process(imagenet_main, *argv, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d", last_line(proc.stdout))
     shutil.rmtree(data / "val")
-    assert_one_line_error_in_process(call_main(imagenet_main, argv, capsys),
-                                     r"^error: .*val not found: --data must be an ImageFolder")
+    assert_one_line_error(run_in_process(imagenet_main, *argv, cwd=tmp_path),
+                          r"^error: .*val not found: --data must be an ImageFolder")
 
 
 @pytest.mark.parametrize("arch, bit", [("resnet34", 4), ("resnet18", 2)])
 def test_evaluating_a_checkpoint_of_another_model_is_a_clear_error(arch, bit, trained_run,
-                                                                   imagenet_main, tiny_imagenet,
-                                                                   tmp_path, capsys):
-    result = call_main(imagenet_main, ["-a", arch, "--bit", bit, "--data", tiny_imagenet, "-e",
-                                       "--init", trained_run / "model_best.pth.tar", *FAST],
-                       capsys)
-    assert_one_line_error_in_process(result, r"^error: checkpoint .* (is a (arch=resnet18|bit=4) "
-                                             r"run|does not fit this model)")
+                                                                   tiny_imagenet, tmp_path):
+    proc = run_in_process(imagenet_main, "-a", arch, "--bit", bit, "--data", tiny_imagenet, "-e",
+                          "--init", trained_run / "model_best.pth.tar", *FAST, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: checkpoint .* (is a (arch=resnet18|bit=4) run|does not "
+                                r"fit this model)")
     assert list(tmp_path.iterdir()) == []
 
 

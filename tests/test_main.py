@@ -1,4 +1,5 @@
-"""CIFAR/main.py and CIFAR/run.sh end to end on a tiny CIFAR-format folder (subprocesses)."""
+"""CIFAR/main.py and CIFAR/run.sh end to end on a tiny CIFAR-format folder: main.py in this
+process, run.sh and torchrun as subprocesses."""
 import csv
 import hashlib
 import json
@@ -10,16 +11,18 @@ import subprocess
 import pytest
 import torch
 
+from CIFAR.main import main as cifar_main
 from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, last_line, needs_shared,
-                      run_script)
+                      run_in_process)
 
 MAIN = ROOT / "CIFAR" / "main.py"
-EAGER = {"APOT_COMPILE": "0"}  # compile warm-up would dominate these few-step runs
 
 
-def train(tmp_path, data, *extra, save="run", env=EAGER):
-    return run_script(MAIN, "-a", "res20", "--data", data, "--no-progress", "--save-dir",
-                      tmp_path / save, *extra, cwd=tmp_path, env=env)
+def train(tmp_path, data, *extra, save="run"):
+    """main.py in this process with eager quantizers (compile warm-up would dominate these
+    few-step runs)."""
+    return run_in_process(cifar_main, "-a", "res20", "--data", data, "--no-progress",
+                          "--save-dir", tmp_path / save, *extra, cwd=tmp_path)
 
 
 def digest(path):
@@ -56,8 +59,8 @@ def test_training_writes_the_run_folder(trained):
 
 def test_evaluate_prints_prec_as_the_last_line(trained, tiny_cifar, tmp_path):
     run, _ = trained
-    proc = run_script(MAIN, "-a", "res20", "--bit", "4", "-e", "--init",
-                      run / "model_best.pth.tar", "--data", tiny_cifar, cwd=tmp_path, env=EAGER)
+    proc = run_in_process(cifar_main, "-a", "res20", "--bit", "4", "-e", "--init",
+                          run / "model_best.pth.tar", "--data", tiny_cifar, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     best = torch.load(run / "model_best.pth.tar", weights_only=True)["best_prec"]
     assert last_line(proc.stdout) == f"* Prec@1 {best:.2f}"
@@ -76,6 +79,12 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(trained, tiny_cifar, tm
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     assert (full / "log.csv").read_text().count("\n") == (tmp_path / "run" / "log.csv").read_text().count("\n")
+    # a finished run resumed again trains nothing and leaves its checkpoint as it was
+    before = digest(tmp_path / "run" / "checkpoint.pth.tar")
+    again = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "2", "--lr", "0.04",
+                  "--resume", tmp_path / "run" / "checkpoint.pth.tar")
+    assert again.returncode == 0 and "has all 2 epochs: nothing to train" in again.stdout
+    assert digest(tmp_path / "run" / "checkpoint.pth.tar") == before
 
 
 def test_run_sh_chains_all_four_stages(tiny_cifar, tmp_path):
@@ -88,12 +97,23 @@ def test_run_sh_chains_all_four_stages(tiny_cifar, tmp_path):
     for bit, src, wd in [(4, 32, 1e-4), (3, 4, 1e-4), (2, 3, 3e-5)]:
         assert stages[bit]["init"] == f"result/res20_{src}bit/model_best.pth.tar"
         assert stages[bit]["lr"] == 0.04 and stages[bit]["weight_decay"] == wd
-    # restartable: a second pass trains nothing and leaves every stage as it was
-    before = digest(tmp_path / "result/res20_2bit/checkpoint.pth.tar")
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    # restartable: a second pass resumes every stage from its checkpoint (main.py then trains
+    # nothing: test_resume_is_bit_identical_to_an_uninterrupted_run)
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                           env=fake_python(tmp_path))
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("nothing to train") == 4
-    assert digest(tmp_path / "result/res20_2bit/checkpoint.pth.tar") == before
+    lines = again.stdout.splitlines()
+    for i, (label, bit) in enumerate([("FP32", 32), ("4-bit", 4), ("3-bit", 3), ("2-bit", 2)]):
+        ckpt = f"result/res20_{bit}bit/checkpoint.pth.tar"
+        assert lines[2 * i] == f"== {label} stage: continuing {ckpt}"
+        assert f"--resume {ckpt}" in lines[2 * i + 1]
+
+
+def fake_python(tmp_path):
+    """An environment whose PYTHON, the interpreter run.sh calls, prints its command line."""
+    (tmp_path / "fake_python").write_text("#!/bin/sh\necho \"main.py $*\"\n")
+    (tmp_path / "fake_python").chmod(0o755)
+    return {**os.environ, "PYTHON": str(tmp_path / "fake_python")}
 
 
 def test_run_sh_leaves_the_reference_runs_alone_unless_named(tiny_cifar, tmp_path):
@@ -104,9 +124,7 @@ def test_run_sh_leaves_the_reference_runs_alone_unless_named(tiny_cifar, tmp_pat
     (ref / "checkpoint.pth.tar").write_bytes(b"our reference run")
     cmd = ["bash", ROOT / "CIFAR" / "run.sh", "res20", tiny_cifar, "--epochs", "1",
            "--no-progress", "--no-compile"]
-    (tmp_path / "fake_python").write_text("#!/bin/sh\necho \"main.py $*\"\n")
-    (tmp_path / "fake_python").chmod(0o755)
-    env = {**os.environ, "PYTHON": str(tmp_path / "fake_python")}
+    env = fake_python(tmp_path)
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -178,17 +196,15 @@ def test_evaluating_a_checkpoint_of_another_bit_width_is_an_error(trained, tiny_
     assert proc.returncode == 0 and "alphas start at their defaults" in proc.stdout
 
 
-def test_evaluating_our_checkpoint_at_another_bit_width_is_an_error(trained, main_in_process,
-                                                                     tiny_cifar, capsys):
+def test_evaluating_our_checkpoint_at_another_bit_width_is_an_error(trained, tiny_cifar,
+                                                                     tmp_path):
     """A 4-bit and a 3-bit ResNet-20 have the same keys and shapes: our checkpoints record
     their bit-width, and -e at another one is refused."""
-    from conftest import assert_one_line_error_in_process, call_main
     best = trained[0] / "model_best.pth.tar"
     assert torch.load(best, weights_only=True)["bit"] == 4
-    result = call_main(main_in_process.main, ["--bit", "3", "-e", "--init", best, "--data",
-                                              tiny_cifar, "--no-progress"], capsys)
-    assert_one_line_error_in_process(result, r"^error: checkpoint .*model_best\.pth\.tar is a "
-                                             r"bit=4 run, not bit=3$")
+    proc = train(tmp_path, tiny_cifar, "--bit", "3", "-e", "--init", best)
+    assert_one_line_error(proc, r"^error: checkpoint .*model_best\.pth\.tar is a bit=4 run, not "
+                                r"bit=3$")
 
 
 def test_an_existing_run_is_not_overwritten(run_with_checkpoint, tiny_cifar, tmp_path):
@@ -303,9 +319,9 @@ def test_torchrun_two_processes_train_with_ddp(tiny_cifar, tmp_path):
 @pytest.mark.parametrize("bit,stored", [(32, 92.96), (4, 92.47), (3, 92.51), (2, 90.96)])
 def test_authors_checkpoints_reproduce_their_accuracy(bit, stored, tmp_path):
     """Acceptance 1: our quantizer is the published one (as users run it: compiled)."""
-    proc = run_script(MAIN, "-a", "res20", "--bit", bit, "-e", "--init",
-                      OFFICIAL / f"res20_{bit}bit.pth.tar", "--data", CIFAR_DIR, "--no-progress",
-                      cwd=tmp_path)
+    proc = run_in_process(cifar_main, "-a", "res20", "--bit", bit, "-e", "--init",
+                          OFFICIAL / f"res20_{bit}bit.pth.tar", "--data", CIFAR_DIR,
+                          "--no-progress", cwd=tmp_path, compiled=True)
     assert proc.returncode == 0, proc.stderr
     prec = float(re.fullmatch(r"\* Prec@1 (\d+\.\d\d)", last_line(proc.stdout)).group(1))
     assert abs(prec - stored) <= 0.10 + 1e-9, prec
@@ -326,6 +342,7 @@ def test_parameter_groups_and_schedules_follow_the_recipe():
     lrs = []
     for _ in range(226):
         lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()  # no gradients: changes nothing, but a schedule steps after its optimizer
         sched.step()
     assert lrs[149] == [0.04, 0.1, 0.02]
     assert lrs[150] == pytest.approx([0.004, 0.01, 0.002])
@@ -335,6 +352,7 @@ def test_parameter_groups_and_schedules_follow_the_recipe():
     opt = make_optimizer(resnet20_cifar(bit=32), args)
     assert len(opt.param_groups) == 1  # no alphas at 32 bits
     sched = make_scheduler(opt, args)
-    sched.step()
-    sched.step()
+    for _ in range(2):
+        opt.step()
+        sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)

@@ -13,10 +13,10 @@ from apot.levels import level_integers  # noqa: E402
 from apot.onnx_export import _Graph, _quant_conv, to_onnx  # noqa: E402
 from apot.projection import project_index  # noqa: E402
 from apot.training import UserError  # noqa: E402
-from CIFAR.export import VARIANT as CIFAR  # noqa: E402
+from CIFAR.export import VARIANT as CIFAR, main as cifar_export  # noqa: E402
 from CIFAR.quant_layer import QuantConv2d  # noqa: E402
 from CIFAR.resnet import ARCHS  # noqa: E402
-from conftest import OFFICIAL, needs_shared  # noqa: E402
+from conftest import OFFICIAL, assert_one_line_error, needs_shared, run_in_process  # noqa: E402
 from ImageNet.export import VARIANT as IMAGENET  # noqa: E402
 from test_export import calibrated_imagenet_checkpoint, quant_conv  # noqa: E402
 
@@ -150,16 +150,7 @@ def test_calibrated_imagenet_resnet18_agrees_with_pytorch(tiny_imagenet, tmp_pat
     assert np.allclose(got, ref.numpy(), rtol=1e-3, atol=1e-3 * ref.abs().max().item())
 
 
-def run_cli(variant, argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        export_main(variant, argv)
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1
-    return err[0]
-
-
-def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys):
+def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path):
     bad = tmp_path / "bad.pth.tar"
     bad.write_bytes(b"garbage" * 50)
     fp = tmp_path / "fp.pth.tar"
@@ -168,14 +159,15 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys):
     torch.save({"state_dict": ARCHS["res20"](bit=3).state_dict(), "bit": 3, "arch": "res20"},
                ours)
     out = tmp_path / "m.onnx"
-    assert run_cli(CIFAR, ["onnx", str(bad), "--bit", "4", "--out", str(out)], capsys) \
-        .startswith("error: cannot read checkpoint")
-    assert "does not fit this model (missing" in run_cli(
-        CIFAR, ["onnx", str(fp), "--bit", "4", "--out", str(out)], capsys)
-    assert run_cli(CIFAR, ["onnx", str(ours), "--bit", "4", "--out", str(out)], capsys) == \
-        f"error: {ours} is a 3-bit checkpoint, not --bit 4"
-    assert run_cli(CIFAR, ["ort", str(bad), "--data", str(tmp_path)], capsys) \
-        .startswith(f"error: ONNX Runtime cannot load {bad}")
+    for argv, error in [
+            (["onnx", bad, "--bit", "4", "--out", out], r"^error: cannot read checkpoint"),
+            (["onnx", fp, "--bit", "4", "--out", out], r"does not fit this model \(missing"),
+            (["onnx", ours, "--bit", "4", "--out", out],
+             rf"^error: {ours} is a 3-bit checkpoint, not --bit 4$"),
+            (["ort", bad, "--data", tmp_path], rf"^error: ONNX Runtime cannot load {bad}")]:
+        proc = run_in_process(cifar_export, *argv, cwd=tmp_path)
+        assert proc.returncode == 1
+        assert_one_line_error(proc, error)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth.tar", "fp.pth.tar",
                                                            "ours.pth.tar"]
 
@@ -199,12 +191,10 @@ def test_authors_checkpoints_agree_under_onnx_runtime(bit, monkeypatch):
 
 
 def test_benchmark_reports_every_model_at_both_batches(tmp_path, monkeypatch, capsys):
-    import sys
     from CIFAR import bench_onnx
     monkeypatch.setenv("APOT_COMPILE", "0")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["bench_onnx.py", "--seconds", "0.05", "--profile"])
-    bench_onnx.main()
+    bench_onnx.main(["--seconds", "0.05", "--profile"])
     stdout = capsys.readouterr().out
     rows = [line.split() for line in stdout.splitlines() if line[:5].strip() in ("1", "100")]
     assert [(r[0], " ".join(r[1:-2])) for r in rows] == [

@@ -1,11 +1,9 @@
 """apot.training helpers that the dataset folders share."""
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from apot.training import set_float32_arithmetic
+from conftest import run_in_process
 
 NEW_API = hasattr(torch.backends.cudnn, "conv")
 
@@ -32,20 +30,12 @@ def precisions():
     return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
 
-@pytest.mark.skipif(not NEW_API, reason="this torch has only the allow_tf32 flags")
-def test_pytorch_default_lets_cudnn_convolutions_use_tf32():
-    # why set_float32_arithmetic exists: without it a GPU run is not FP32 arithmetic
-    # (a fresh interpreter: other tests may have run main.py in this one)
-    code = "import torch; print(torch.backends.cudnn.conv.fp32_precision)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "tf32"
-
-
 def test_float32_arithmetic_is_ieee_unless_tf32_is_asked_for(restore_precision):
-    assert set_float32_arithmetic(False) == "IEEE FP32"
-    assert precisions() == (("ieee", "ieee") if NEW_API else (False, False))
-    assert set_float32_arithmetic(True) == "TF32"
-    assert precisions() == (("tf32", "tf32") if NEW_API else (True, True))
+    # PyTorch lets cuDNN convolutions use TF32 by default: IEEE must be set, from either state
+    ieee, tf32 = (("ieee", "ieee"), ("tf32", "tf32")) if NEW_API else ((False, False), (True, True))
+    assert set_float32_arithmetic(False) == "IEEE FP32" and precisions() == ieee
+    assert set_float32_arithmetic(True) == "TF32" and precisions() == tf32
+    assert set_float32_arithmetic(False) == "IEEE FP32" and precisions() == ieee
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (none here)")
@@ -73,20 +63,18 @@ def test_gpu_convolutions_are_ieee_fp32_unless_tf32(restore_precision):
     (["--lr", "nan"], "argument --lr/--learning-rate: must be a positive number, got nan"),
     (["--wd", "x"], "argument --wd/--weight-decay: must be a non-negative number, got 'x'"),
     (["--threads", "-1"], "argument --threads: must be a non-negative integer, got -1")])
-def test_numeric_arguments_are_checked_where_they_are_parsed(argv, message, capsys):
-    from conftest import call_main
+def test_numeric_arguments_are_checked_where_they_are_parsed(argv, message, tmp_path):
     from CIFAR.main import main
-    code, out, err = call_main(main, argv, capsys)
-    assert code == 2 and out == ""
-    assert err.startswith(f"error: {message} (see ") and len(err.splitlines()) == 1
+    proc = run_in_process(main, *argv, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"error: {message} (see ") and len(proc.stderr.splitlines()) == 1
 
 
-def test_imagenet_numeric_arguments_too(capsys):
-    from conftest import call_main
+def test_imagenet_numeric_arguments_too(tmp_path):
     from ImageNet.main import main
-    code, _, err = call_main(main, ["--data", "x", "--warmup-iters", "-5"], capsys)
-    assert code == 2 and err.startswith("error: argument --warmup-iters: must be a non-negative "
-                                        "integer, got -5 (see ")
+    proc = run_in_process(main, "--data", "x", "--warmup-iters", "-5", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "error: argument --warmup-iters: must be a non-negative integer, got -5 (see ")
 
 
 def test_command_line_catches_only_the_projects_input_errors(capsys):
