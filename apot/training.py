@@ -92,7 +92,20 @@ def load_weights(model, state_dict, source, may_miss=lambda key: False):
         raise UserError(f"checkpoint {source} does not fit this model ({'; '.join(problems)}): "
                         "wrong architecture, bit-width or dataset?")
     model.load_state_dict(state_dict, strict=False)
+    constant = constant_quantized_weights(model)
+    if constant:
+        raise UserError(f"checkpoint {source} holds constant weights (std 0) in "
+                        f"{_summarise(constant)}: the weight quantizer divides by their std")
     return missing
+
+
+def constant_quantized_weights(model):
+    """Names of the quantized convs (those with an activation alpha) whose weights are all
+    equal: the quantizers normalise weights by their std, which would make them NaN. Checked
+    where weights are loaded, not in every forward, which would wait for the device."""
+    with torch.no_grad():
+        return [name for name, m in model.named_modules()
+                if hasattr(m, "act_alpha") and not bool(m.weight.std() > 0)]
 
 
 # --- run folder --------------------------------------------------------------------------------

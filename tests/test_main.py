@@ -207,6 +207,26 @@ def test_evaluating_our_checkpoint_at_another_bit_width_is_an_error(trained, tin
                                 r"bit=3$")
 
 
+def test_constant_weights_are_a_clear_error_not_nan(trained, tiny_cifar, tmp_path):
+    """A quantized conv whose weights are all equal has std 0, and the quantizer divides by it."""
+    ckpt = torch.load(trained[0] / "model_best.pth.tar", weights_only=True)
+    ckpt["state_dict"]["layer2.1.conv2.weight"].fill_(0.5)
+    torch.save(ckpt, tmp_path / "constant.pth.tar")
+    for extra in (["-e", "--init", tmp_path / "constant.pth.tar"],
+                  ["--epochs", "1", "--init", tmp_path / "constant.pth.tar"]):
+        proc = train(tmp_path, tiny_cifar, "--bit", "4", *extra)
+        assert_one_line_error(proc, r"^error: checkpoint .*constant\.pth\.tar holds constant "
+                                    r"weights \(std 0\) in layer2\.1\.conv2: the weight "
+                                    r"quantizer divides by their std$")
+    assert not (tmp_path / "run").exists()
+    from ImageNet.resnet import build_resnet
+    from apot.training import constant_quantized_weights
+    model = build_resnet("resnet18", 2, num_classes=3)
+    torch.nn.init.zeros_(model.layer4[1].conv1.weight)
+    torch.nn.init.zeros_(model.conv1.weight)  # the 8-bit first conv does not normalise
+    assert constant_quantized_weights(model) == ["layer4.1.conv1"]
+
+
 def test_an_existing_run_is_not_overwritten(run_with_checkpoint, tiny_cifar, tmp_path):
     run, before = run_with_checkpoint
     proc = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "1")
