@@ -11,7 +11,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from apot.bngroups import split_batchnorm
-from apot.levels import SUPPORTED_BITS
+from apot.levels import QUANTS, SUPPORTED_BITS
 from apot.training import (ArgumentParser, UserError, all_reduce_sum,
                            check_finite, check_run_meta, cli_main, load_checkpoint, load_weights,
                            non_negative_float, non_negative_int, positive_float, positive_int,
@@ -30,7 +30,7 @@ def get_args_parser():
     p.add_argument("-a", "--arch", default="res20", choices=sorted(ARCHS))
     p.add_argument("--bit", default=4, type=int, choices=[*SUPPORTED_BITS, 32],
                    help="bit-width of weights and activations of the block convs (32 = float)")
-    p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"],
+    p.add_argument("--quant", default="apot", choices=QUANTS,
                    help="level family of the quantized convs")
     p.add_argument("--lr", "--learning-rate", default=0.1, type=positive_float)
     p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4,

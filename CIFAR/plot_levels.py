@@ -23,8 +23,8 @@ from apot.training import load_checkpoint, strip_module_prefix  # noqa: E402
 def plot_level_sets(out):
     fig, axes = plt.subplots(2, 1, figsize=(8, 3.6), sharex=True)
     for ax, bits in zip(axes, (3, 4)):
-        for row, family in enumerate(("uniform", "pot", "apot")):
-            levels = level_set(bits, family)
+        for row, quant in enumerate(("uniform", "pot", "apot")):
+            levels = level_set(bits, quant)
             ax.scatter(levels, [row] * len(levels), marker="|", s=300, lw=1.5)
         ax.set_yticks([0, 1, 2], ["uniform", "PoT", "APoT"])
         ax.set_ylim(-0.6, 2.6)

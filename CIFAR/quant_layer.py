@@ -15,15 +15,14 @@ from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for re
 from apot.levels import SUPPORTED_BITS, activation_levels, weight_levels
 from apot.projection import maybe_compile, midpoints, project
 
-QUANT_BITS = SUPPORTED_BITS  # the bit-widths with level sets, apot.levels
 WEIGHT_ALPHA_INIT = 3.0  # three standard deviations of the normalised weight
 ACT_ALPHA_INIT = 8.0
 
 
 def check_bit(bit):
-    if bit not in QUANT_BITS:
-        raise UnsupportedValue(f"unsupported bit-width {bit!r}: quantized layers take bit in {QUANT_BITS}"
-                         " (use 32 for the full-precision model)")
+    if bit not in SUPPORTED_BITS:
+        raise UnsupportedValue(f"unsupported bit-width {bit!r}: quantized layers take bit in "
+                               f"{SUPPORTED_BITS} (use 32 for the full-precision model)")
 
 
 @maybe_compile
@@ -103,7 +102,7 @@ class QuantConv2d(nn.Conv2d):
         forward projects, the level family, both alphas and both midpoint sets."""
         wq = self.weight_quant
         x = (wq.normalise(self.weight.detach()) / wq.wgt_alpha.detach()).clamp(-1, 1)
-        return dict(x=x, bit=self.bit, family=self.quant, w_alpha=wq.wgt_alpha.item(),
+        return dict(x=x, bit=self.bit, quant=self.quant, w_alpha=wq.wgt_alpha.item(),
                     w_mids=wq.mids, a_alpha=self.act_alpha.item(), a_mids=self.act_mids)
 
     def forward(self, x):

@@ -14,7 +14,7 @@ import torchvision
 from tqdm import tqdm
 
 from apot.bngroups import split_batchnorm
-from apot.levels import SUPPORTED_BITS
+from apot.levels import QUANTS, SUPPORTED_BITS
 from apot.training import (ArgumentParser, UserError, all_reduce_sum,
                            check_finite, check_run_meta, cli_main, load_checkpoint, load_weights,
                            non_negative_float, non_negative_int, positive_float, positive_int,
@@ -30,7 +30,8 @@ def get_args_parser():
     p = ArgumentParser(description="APoT quantization on ImageNet (ResNet-18/34/50)")
     p.add_argument("-a", "--arch", default="resnet18", choices=sorted(ARCHS))
     p.add_argument("--bit", default=4, type=int, choices=[*SUPPORTED_BITS, 32])
-    p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
+    p.add_argument("--quant", default="apot", choices=QUANTS,
+                   help="level family of the quantized convs")
     p.add_argument("--data", required=True,
                    help="ImageFolder root holding train/ and val/ (-e reads val/ alone)")
     p.add_argument("--epochs", default=100, type=positive_int)

@@ -8,7 +8,7 @@ the CIFAR folder's:
 - 2-bit weights are ternary, round(clamp(x, -1, 1)), with the authors' "calibrated" gradients
   (`apot.calibrated`): the weight gradient passes everywhere, alpha gets the RCF gradient;
 - alpha_a starts at 6.0, the parameters are `act_alpha` and `weight_alpha` on the conv itself;
-- a uniform mode (power=False): round(clamp(x) * (2^k - 1)) / (2^k - 1), k = b - 1 for weights.
+- a uniform mode (quant="uniform", the authors' power=False): round(clamp(x) * (2^k - 1)) / (2^k - 1), k = b - 1 for weights.
 Level sets, projection and the 8-bit first/last layers are the shared ones in `apot`.
 """
 import torch
@@ -21,7 +21,6 @@ from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for re
 from apot.levels import SUPPORTED_BITS, activation_levels, weight_levels
 from apot.projection import maybe_compile, midpoints, project
 
-QUANT_BITS = SUPPORTED_BITS  # the bit-widths with level sets, apot.levels
 WEIGHT_ALPHA_INIT = 3.0
 ACT_ALPHA_INIT = 6.0
 
@@ -29,14 +28,9 @@ _project = maybe_compile(project)
 
 
 def check_bit(bit):
-    if bit != 32 and bit not in QUANT_BITS:
-        raise UnsupportedValue(f"unsupported bit-width {bit!r}: quantized layers take bit in {QUANT_BITS}"
-                         " or 32 (full precision)")
-
-
-def family_flags(family):
-    """The authors' (power, additive) switches for a level family named apot, pot or uniform."""
-    return {"power": family != "uniform", "additive": family == "apot"}
+    if bit != 32 and bit not in SUPPORTED_BITS:
+        raise UnsupportedValue(f"unsupported bit-width {bit!r}: quantized layers take bit in "
+                               f"{SUPPORTED_BITS} or 32 (full precision)")
 
 
 def straight_through(x, q):
@@ -62,22 +56,23 @@ def quantize_act(a, alpha, levels, mids):
 class QuantConv2d(nn.Conv2d):
     """Conv2d with b-bit weights and input activations; a plain conv at bit = 32.
 
-    power=True: (A)PoT levels (additive=False gives plain PoT); power=False: uniform levels.
+    quant names the level family: "apot", "pot" or "uniform" (the authors' switches power=True,
+    additive=True; power=True, additive=False; power=False).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=False, bit=5, power=True, additive=True):
+                 groups=1, bias=False, bit=5, quant="apot"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias)
         check_bit(bit)
         self.bit = bit
         if bit == 32:
             return
-        self.family = "uniform" if not power else ("apot" if additive else "pot")
+        self.quant = quant
         self.act_alpha = nn.Parameter(torch.tensor(ACT_ALPHA_INIT))
         self.weight_alpha = nn.Parameter(torch.tensor(WEIGHT_ALPHA_INIT))
-        for name, levels in (("weight", weight_levels(bit, self.family)),
-                             ("act", activation_levels(bit, self.family))):
+        for name, levels in (("weight", weight_levels(bit, quant)),
+                             ("act", activation_levels(bit, quant))):
             self.register_buffer(f"{name}_levels", levels, persistent=False)
             self.register_buffer(f"{name}_mids", midpoints(levels), persistent=False)
 
@@ -98,7 +93,7 @@ class QuantConv2d(nn.Conv2d):
         family, both alphas and both midpoint sets."""
         with torch.no_grad():
             x = (self.normalised_weight() / self.weight_alpha).clamp(-1, 1)
-        return dict(x=x, bit=self.bit, family=self.family, w_alpha=self.weight_alpha.item(),
+        return dict(x=x, bit=self.bit, quant=self.quant, w_alpha=self.weight_alpha.item(),
                     w_mids=self.weight_mids, a_alpha=self.act_alpha.item(), a_mids=self.act_mids)
 
     def forward(self, x):

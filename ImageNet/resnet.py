@@ -8,7 +8,7 @@ conv below 32 bits) and torchvision's ImageNet weights load by name.
 import torch.nn as nn
 import torchvision
 
-from .quant_layer import QuantConv2d, check_bit, family_flags, first_conv, last_fc
+from .quant_layer import QuantConv2d, check_bit, first_conv, last_fc
 
 
 def _swap_conv(conv, new_cls, **kwargs):
@@ -18,7 +18,7 @@ def _swap_conv(conv, new_cls, **kwargs):
     return new
 
 
-def quantize_resnet(model, bit, power=True, additive=True):
+def quantize_resnet(model, bit, quant="apot"):
     """Swap a torchvision ResNet's layers in place for the APoT ones; returns the model."""
     check_bit(bit)
     model.conv1 = _swap_conv(model.conv1, first_conv)
@@ -28,31 +28,30 @@ def quantize_resnet(model, bit, power=True, additive=True):
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Conv2d:
-                setattr(parent, name, _swap_conv(child, QuantConv2d, bit=bit, power=power,
-                                                 additive=additive))
+                setattr(parent, name, _swap_conv(child, QuantConv2d, bit=bit, quant=quant))
     return model
 
 
-def _build(name, bit, num_classes, power, additive):
+def _build(name, bit, num_classes, quant):
     model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-    return quantize_resnet(model, bit, power, additive)
+    return quantize_resnet(model, bit, quant)
 
 
-def resnet18(bit=32, num_classes=1000, power=True, additive=True):
-    return _build("resnet18", bit, num_classes, power, additive)
+def resnet18(bit=32, num_classes=1000, quant="apot"):
+    return _build("resnet18", bit, num_classes, quant)
 
 
-def resnet34(bit=32, num_classes=1000, power=True, additive=True):
-    return _build("resnet34", bit, num_classes, power, additive)
+def resnet34(bit=32, num_classes=1000, quant="apot"):
+    return _build("resnet34", bit, num_classes, quant)
 
 
-def resnet50(bit=32, num_classes=1000, power=True, additive=True):
-    return _build("resnet50", bit, num_classes, power, additive)
+def resnet50(bit=32, num_classes=1000, quant="apot"):
+    return _build("resnet50", bit, num_classes, quant)
 
 
 ARCHS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
 
 
 def build_resnet(arch, bit, num_classes, quant="apot"):
-    """ARCHS[arch] with the level family named as on the command line: apot, pot or uniform."""
-    return ARCHS[arch](bit=bit, num_classes=num_classes, **family_flags(quant))
+    """ARCHS[arch]: the model of that arch, bit-width, class count and level family."""
+    return ARCHS[arch](bit=bit, num_classes=num_classes, quant=quant)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from apot.eightbit import codes_8bit, first_conv, last_fc
 from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
-from apot.levels import SUPPORTED_BITS, level_integers, weight_level_integers
+from apot.levels import QUANTS, SUPPORTED_BITS, level_integers, weight_level_integers
 from apot.projection import compilation, project_index
 from apot.training import (ArgumentParser, UserError, atomic_save, atomic_write, cli_main,
                            load_checkpoint, load_weights, strip_module_prefix)
@@ -70,8 +70,8 @@ def integer_terms(conv):
     their denominators, and the one float rescale of the integer accumulator."""
     check_geometry(conv)
     t = conv.export_terms()
-    w_ints, w_denom = weight_level_integers(t["bit"], t["family"])
-    a_ints, a_denom = level_integers(t["bit"], t["family"])
+    w_ints, w_denom = weight_level_integers(t["bit"], t["quant"])
+    a_ints, a_denom = level_integers(t["bit"], t["quant"])
     return dict(t, index=project_index(t["x"].abs(), t["w_mids"]), negative=t["x"] < 0,
                 w_ints=w_ints, w_denom=w_denom, a_ints=a_ints, a_denom=a_denom,
                 scale=t["w_alpha"] / w_denom * t["a_alpha"] / a_denom)
@@ -342,7 +342,8 @@ def add_checkpoint_args(p, variant):
     p.add_argument("-a", "--arch", default=variant.default_arch, choices=sorted(variant.archs))
     p.add_argument("--bit", type=int, choices=SUPPORTED_BITS, default=None,
                    help="bit-width (needed for checkpoints that do not record it)")
-    p.add_argument("--quant", default="apot", choices=["apot", "pot", "uniform"])
+    p.add_argument("--quant", default="apot", choices=QUANTS,
+                   help="level family of the quantized convs")
 
 
 def add_test_set_args(p):

@@ -13,7 +13,7 @@ import torch
 from apot.errors import UnsupportedValue
 
 SUPPORTED_BITS = (2, 3, 4, 5)
-FAMILIES = ("apot", "pot", "uniform")
+QUANTS = ("apot", "pot", "uniform")  # the level families, named as --quant names them
 
 # Term sets before normalisation, base bit-width k = 2; odd B adds a single-bit term.
 _APOT_TERMS = {
@@ -51,45 +51,45 @@ def uniform_levels(B):
     return torch.arange(n + 1, dtype=torch.float32) / n
 
 
-def level_set(B, family="apot"):
-    """The B-bit magnitude levels of one family ("apot", "pot" or "uniform")."""
-    if family not in FAMILIES:
-        raise UnsupportedValue(f"unknown level family {family!r}: choose one of {FAMILIES}")
-    if family == "uniform":
+def level_set(B, quant="apot"):
+    """The B-bit magnitude levels of one level family: quant = "apot", "pot" or "uniform"."""
+    if quant not in QUANTS:
+        raise UnsupportedValue(f"unknown level family quant={quant!r}: choose one of {QUANTS}")
+    if quant == "uniform":
         return uniform_levels(B)
-    return build_power_value(B, additive=family == "apot")
+    return build_power_value(B, additive=quant == "apot")
 
 
-def activation_levels(bit, family="apot"):
+def activation_levels(bit, quant="apot"):
     """Unsigned activations of a b-bit layer use the B = b set: 2^b levels."""
-    return level_set(bit, family)
+    return level_set(bit, quant)
 
 
-def weight_levels(bit, family="apot"):
+def weight_levels(bit, quant="apot"):
     """Magnitudes of signed b-bit weights: the B = b - 1 set; b = 2 is ternary in every family."""
     if bit == 2:
         return torch.tensor([0.0, 1.0])
     _check_bits(bit)
-    return level_set(bit - 1, family)
+    return level_set(bit - 1, quant)
 
 
 def _pot_sums(B):
     return [0.0] + [2.0 ** -(i + 1) for i in range(2**B - 1)]
 
 
-def level_integers(B, family="apot"):
+def level_integers(B, quant="apot"):
     """The levels as integers over one denominator: (sorted int64 numerators, denominator), with
-    level_set(B, family) == numerators / denominator up to float32 rounding.
+    level_set(B, quant) == numerators / denominator up to float32 rounding.
 
     For APoT and PoT the numerators are the unnormalised sums times 2^D (D the finest term's
     exponent), so their set bits are exactly the power-of-two terms of each level; the
     denominator is the largest numerator (the spec's normalisation to a top level of 1).
     """
-    if family == "uniform":
+    if quant == "uniform":
         _check_bits(B)
         return torch.arange(2**B, dtype=torch.int64), 2**B - 1
     _check_bits(B)
-    sums = ([sum(t) for t in itertools.product(*_APOT_TERMS[B])] if family == "apot"
+    sums = ([sum(t) for t in itertools.product(*_APOT_TERMS[B])] if quant == "apot"
             else _pot_sums(B))
     exact = [Fraction(x) for x in sums]  # the sums are dyadic: exact in binary floating point
     denom = max(f.denominator for f in exact)
@@ -97,8 +97,8 @@ def level_integers(B, family="apot"):
     return ints, int(ints.max())
 
 
-def weight_level_integers(bit, family="apot"):
+def weight_level_integers(bit, quant="apot"):
     """Numerators and denominator of the weight magnitudes of a b-bit layer."""
     if bit == 2:
         return torch.tensor([0, 1]), 1
-    return level_integers(bit - 1, family)
+    return level_integers(bit - 1, quant)

@@ -81,7 +81,7 @@ def _check_fits(t, name):
     """uint8 activation integers and int8 weight integers: true of every APoT and uniform level
     set at 2 to 5 bits, not of plain power-of-two levels at 4 or more (down to 2^-15)."""
     if t["a_denom"] > 255 or t["w_denom"] > 127:
-        raise UserError(f"{name}: {t['family']} levels at {t['bit']} bits need integers up to "
+        raise UserError(f"{name}: {t['quant']} levels at {t['bit']} bits need integers up to "
                         f"{t['a_denom']} (activations) and {t['w_denom']} (weights), more than "
                         "uint8 / int8 hold: only apot and uniform levels, and pot up to 3 bits, "
                         "export to ONNX")

@@ -8,7 +8,7 @@ import torch
 
 from apot.intmath import (int_conv2d, pack_codes, set_bits, shift_add_product,
                           split_weight_codes, unpack_codes, weight_codes)
-from apot.levels import level_integers, level_set, weight_level_integers, weight_levels
+from apot.levels import QUANTS, level_integers, level_set, weight_level_integers, weight_levels
 from apot.export import IntConv, export_conv
 from apot.training import UserError
 from CIFAR.quant_layer import QuantConv2d
@@ -16,8 +16,7 @@ from CIFAR.export import main as EXPORT
 from conftest import (CIFAR_DIR, OFFICIAL, assert_one_line_error, make_image_folder, needs_shared,
                       run_in_process)
 from ImageNet.export import main as IMAGENET_EXPORT
-from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d, family_flags
-FAMILIES = ["apot", "pot", "uniform"]
+from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 9, 16])
@@ -42,23 +41,23 @@ def test_weight_codes_hold_sign_and_index(bit):
     assert torch.equal(i, index) and torch.equal(s, 1 - 2 * sign)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("B", [2, 3, 4, 5])
-def test_level_integers_are_the_levels(B, family):
-    ints, denom = level_integers(B, family)
-    levels = level_set(B, family).double()
+def test_level_integers_are_the_levels(B, quant):
+    ints, denom = level_integers(B, quant)
+    levels = level_set(B, quant).double()
     assert ints.dtype == torch.int64 and ints[-1] == denom
     assert torch.allclose(ints.double() / denom, levels, rtol=1e-7, atol=0)
-    if family == "apot":  # the set bits are the terms: one per term set
+    if quant == "apot":  # the set bits are the terms: one per term set
         assert max(len(set_bits(v)) for v in ints) == {2: 1, 3: 2, 4: 2, 5: 3}[B]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
-def test_shift_add_products_equal_multiplication_for_every_pair(bit, family):
-    w_ints, w_denom = weight_level_integers(bit, family)
-    a_ints, _ = level_integers(bit, family)
-    assert torch.allclose(w_ints.double() / w_denom, weight_levels(bit, family).double(), rtol=1e-7)
+def test_shift_add_products_equal_multiplication_for_every_pair(bit, quant):
+    w_ints, w_denom = weight_level_integers(bit, quant)
+    a_ints, _ = level_integers(bit, quant)
+    assert torch.allclose(w_ints.double() / w_denom, weight_levels(bit, quant).double(), rtol=1e-7)
     for w in w_ints.tolist():
         for a in a_ints.tolist():
             assert shift_add_product(w, a) == w * a
@@ -91,14 +90,14 @@ def test_int_conv2d_sums_exactly_below_2_to_the_53_and_refuses_beyond():
         int_conv2d(ones * 2**50, ones, ones * 3, stride=1, padding=0)  # 9 * 2**50 >= 2**53
 
 
-def quant_conv(variant, bit, family, stride):
+def quant_conv(variant, bit, quant, stride):
     """A quantized conv of either variant, with alphas set where the levels are well used."""
     if variant == "CIFAR":
-        conv = QuantConv2d(8, 16, 3, stride=stride, padding=1, bit=bit, quant=family)
+        conv = QuantConv2d(8, 16, 3, stride=stride, padding=1, bit=bit, quant=quant)
         w_alpha = conv.weight_quant.wgt_alpha
     else:
         conv = ImageNetQuantConv2d(8, 16, 3, stride=stride, padding=1, bit=bit,
-                                   **family_flags(family))
+                                   quant=quant)
         w_alpha = conv.weight_alpha
     with torch.no_grad():
         conv.act_alpha.fill_(2.5)
@@ -107,12 +106,12 @@ def quant_conv(variant, bit, family, stride):
 
 
 @pytest.mark.parametrize("variant", ["CIFAR", "ImageNet"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
-def test_integer_conv_equals_the_float_fake_quant_conv(bit, family, variant, monkeypatch):
+def test_integer_conv_equals_the_float_fake_quant_conv(bit, quant, variant, monkeypatch):
     monkeypatch.setenv("APOT_COMPILE", "0")
     torch.manual_seed(bit)
-    conv = quant_conv(variant, bit, family, stride=1 if variant == "CIFAR" else 2)
+    conv = quant_conv(variant, bit, quant, stride=1 if variant == "CIFAR" else 2)
     x = torch.relu(torch.randn(4, 8, 9, 9) * 1.5)
     with torch.no_grad():
         ref = conv(x)

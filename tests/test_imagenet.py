@@ -7,11 +7,11 @@ import pytest
 import torch
 import torchvision
 
-from apot.levels import activation_levels, weight_levels
+from apot.levels import QUANTS, activation_levels, weight_levels
 from conftest import (ROOT, assert_one_line_error, last_line, make_image_folder,
                       run_in_process)
 from ImageNet.main import main as imagenet_main
-from ImageNet.quant_layer import QuantConv2d, family_flags
+from ImageNet.quant_layer import QuantConv2d
 from ImageNet.resnet import ARCHS
 
 MAIN = ROOT / "ImageNet" / "main.py"
@@ -42,7 +42,7 @@ class AuthorsTernary(torch.autograd.Function):
         return g, (g * (x.sign() * outside + (q - x) * ~outside)).sum()
 
 
-def authors_quant(w, a, w_alpha, a_alpha, bit, family):
+def authors_quant(w, a, w_alpha, a_alpha, bit, quant):
     """Float64 reference of the authors' May 2020 ImageNet QuantConv2d quantizers: differentiable
     normalisation, autograd through the clamp, a straight-through estimator on the projection
     (brute-force argmin, or round() for the uniform family), and the hand-written ternary
@@ -52,25 +52,25 @@ def authors_quant(w, a, w_alpha, a_alpha, bit, family):
         wq = AuthorsTernary.apply(w_norm, w_alpha)
     else:
         x = (w_norm / w_alpha).clamp(-1, 1)
-        if family == "uniform":
+        if quant == "uniform":
             n = 2 ** (bit - 1) - 1
             q = (x.detach() * n).round() / n
         else:
-            q = nearest64(x.detach().abs(), weight_levels(bit, family)) * x.detach().sign()
+            q = nearest64(x.detach().abs(), weight_levels(bit, quant)) * x.detach().sign()
         wq = ((q - x).detach() + x) * w_alpha
     xa = (a / a_alpha).clamp(0, 1)
-    if family == "uniform":
+    if quant == "uniform":
         qa = (xa.detach() * (2 ** bit - 1)).round() / (2 ** bit - 1)
     else:
-        qa = nearest64(xa.detach(), activation_levels(bit, family))
+        qa = nearest64(xa.detach(), activation_levels(bit, quant))
     return wq, ((qa - xa).detach() + xa) * a_alpha
 
 
-@pytest.mark.parametrize("family", ["apot", "pot", "uniform"])
+@pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
-def test_forward_and_every_gradient_equal_the_authors(bit, family):
+def test_forward_and_every_gradient_equal_the_authors(bit, quant):
     torch.manual_seed(bit)
-    conv = QuantConv2d(8, 8, 3, padding=1, bit=bit, **family_flags(family))
+    conv = QuantConv2d(8, 8, 3, padding=1, bit=bit, quant=quant)
     with torch.no_grad():
         conv.weight_alpha.fill_(1.1 if bit > 2 else 0.6)  # weights on both sides of the clip
         conv.act_alpha.fill_(1.9)
@@ -82,7 +82,7 @@ def test_forward_and_every_gradient_equal_the_authors(bit, family):
     a64 = a.detach().double().requires_grad_()
     wa64 = torch.tensor(conv.weight_alpha.item(), dtype=torch.float64, requires_grad=True)
     aa64 = torch.tensor(conv.act_alpha.item(), dtype=torch.float64, requires_grad=True)
-    wq, aq = authors_quant(w64, a64, wa64, aa64, bit, family)
+    wq, aq = authors_quant(w64, a64, wa64, aa64, bit, quant)
     out64 = torch.nn.functional.conv2d(aq, wq, padding=1)
     out64.mul(g.double()).sum().backward()
 

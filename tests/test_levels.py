@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from apot.levels import (SUPPORTED_BITS, activation_levels, build_power_value, level_set,
+from apot.levels import (QUANTS, SUPPORTED_BITS, activation_levels, build_power_value, level_set,
                          uniform_levels, weight_levels)
 
 SPEC_TABLE = {
@@ -78,15 +78,17 @@ def test_unsupported_bits_are_refused_with_the_supported_values(B):
 
 
 def test_unknown_family_is_refused():
-    with pytest.raises(ValueError, match="apot"):
+    assert QUANTS == ("apot", "pot", "uniform")
+    with pytest.raises(ValueError, match=r"^unknown level family quant='log': choose one of "
+                                         r"\('apot', 'pot', 'uniform'\)$"):
         level_set(4, "log")
 
 
-@pytest.mark.parametrize("family", ["apot", "pot", "uniform"])
-def test_weights_use_b_minus_1_magnitude_bits_and_2bit_weights_are_ternary(family):
-    assert weight_levels(2, family).tolist() == [0.0, 1.0]
+@pytest.mark.parametrize("quant", QUANTS)
+def test_weights_use_b_minus_1_magnitude_bits_and_2bit_weights_are_ternary(quant):
+    assert weight_levels(2, quant).tolist() == [0.0, 1.0]
     for b in (3, 4, 5):
-        assert torch.equal(weight_levels(b, family), level_set(b - 1, family))
-        assert torch.equal(activation_levels(b, family), level_set(b, family))
+        assert torch.equal(weight_levels(b, quant), level_set(b - 1, quant))
+        assert torch.equal(activation_levels(b, quant), level_set(b, quant))
     with pytest.raises(ValueError):
-        weight_levels(6, family)
+        weight_levels(6, quant)

@@ -44,15 +44,15 @@ def test_apot_level_sets_are_integers_over_4_10_48_100():
     assert [level_integers(B)[1] for B in (2, 3, 4, 5)] == [4, 10, 48, 100]
 
 
-@pytest.mark.parametrize("family, B", [("apot", 2), ("apot", 3), ("apot", 4), ("apot", 5),
+@pytest.mark.parametrize("quant, B", [("apot", 2), ("apot", 3), ("apot", 4), ("apot", 5),
                                        ("uniform", 3), ("uniform", 5), ("pot", 3)])
-def test_projection_lookup_equals_projection_at_levels_midpoints_and_both_sides(family, B):
+def test_projection_lookup_equals_projection_at_levels_midpoints_and_both_sides(quant, B):
     """alpha_a = 2L makes the graph's scale factor exactly 1, so the inputs below reach the
     ceil/clip/lookup unrounded: every level, every midpoint, 1/4 and one float32 ulp to either
     side of it, beyond both ends. Reference: apot.projection's rule in float64."""
     bit = B
-    conv = QuantConv2d(1, 2, 1, bit=bit, quant=family)
-    ints, L = level_integers(B, family)
+    conv = QuantConv2d(1, 2, 1, bit=bit, quant=quant)
+    ints, L = level_integers(B, quant)
     with torch.no_grad():
         conv.act_alpha.fill_(2.0 * L)
     mids = (ints[1:] + ints[:-1]).double()  # midpoints on the 2L scale

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from apot.eightbit import first_conv, last_fc, quantize_8bit
-from apot.levels import activation_levels, weight_levels
+from apot.levels import QUANTS, activation_levels, weight_levels
 from apot.projection import midpoints, project
 from CIFAR.quant_layer import QuantConv2d
 from CIFAR.resnet import ARCHS
@@ -67,21 +67,21 @@ def test_training_projection_and_export_codes_agree_on_every_tie(B, mode):
     assert torch.equal(codes[:len(mids)], torch.arange(len(mids)))  # a midpoint goes down
 
 
-@pytest.mark.parametrize("family", ["apot", "pot", "uniform"])
+@pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
-def test_distinct_values_per_layer(bit, family):
+def test_distinct_values_per_layer(bit, quant):
     torch.manual_seed(bit)
-    conv = QuantConv2d(16, 32, 3, bit=bit, quant=family)
+    conv = QuantConv2d(16, 32, 3, bit=bit, quant=quant)
     wq = conv.weight_quant(conv.weight).detach()
     assert len(torch.unique(wq)) <= 2**bit - 1
-    levels = weight_levels(bit, family) * conv.weight_quant.wgt_alpha.detach()
+    levels = weight_levels(bit, quant) * conv.weight_quant.wgt_alpha.detach()
     assert set(torch.unique(wq.abs()).tolist()) <= set(levels.tolist())
     a = torch.relu(torch.randn(8, 16, 10, 10) * 6)
     aq = conv.quantize_input(a).detach()
     assert len(torch.unique(aq)) <= 2**bit
-    if family != "pot":  # PoT's smallest levels (8 * 2^-30 at 5 bits) are not hit at random
+    if quant != "pot":  # PoT's smallest levels (8 * 2^-30 at 5 bits) are not hit at random
         assert len(torch.unique(aq)) == 2**bit
-    assert set(torch.unique(aq).tolist()) <= set((activation_levels(bit, family) * 8.0).tolist())
+    assert set(torch.unique(aq).tolist()) <= set((activation_levels(bit, quant) * 8.0).tolist())
 
 
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
