@@ -84,13 +84,24 @@ def assert_one_line_error(proc, pattern):
     assert re.search(pattern, last_line(proc.stderr)), proc.stderr
 
 
+@contextlib.contextmanager
+def working_directory(path):
+    """contextlib.chdir, which needs Python 3.11."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def run_in_process(main, *args, cwd, compiled=False):
     """A command line's main(argv) run in this process from cwd, with eager quantizers unless
     compiled: a CompletedProcess as run_script gives, without an interpreter's start-up. Any
     exception but SystemExit propagates, as a traceback would in a subprocess."""
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
+    with working_directory(cwd), contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(err), compilation(None if compiled else False):
         try:
             main([str(a) for a in args])
