@@ -3,6 +3,7 @@
     python CIFAR/results_table.py [--results result/reference] [--arch res20] [--epochs 300]
 
     python CIFAR/results_table.py --update README.md   # rewrites only the README's block
+    python CIFAR/results_table.py --finished           # e.g. "32 4": the finished stages
 
 One markdown row per stage (FP32, 4, 3, 2 bits): epochs done, our best test accuracy and its
 epoch (what model_best.pth.tar holds), the final epoch's accuracy, the mean and sd of the test
@@ -133,8 +134,14 @@ def main(argv=None):
     p.add_argument("--epochs", default=300, type=int, help="epochs of a finished stage")
     p.add_argument("--update", default="", metavar="README",
                    help="write the table into this file's results block instead of printing it")
+    p.add_argument("--finished", action="store_true",
+                   help="print only the bit-widths of the stages with all --epochs logged, "
+                        "as the scripts under result/ that use finished models read them")
     args = p.parse_args(argv)
     runs = find_runs(args.results, args.arch)
+    if args.finished:
+        print(" ".join(str(b) for b in STAGES if len(runs.get(b, ())) >= args.epochs))
+        return
     text = table(runs, args.epochs)
     spread = last_phase_spread(runs, args.epochs, LR_STEPS[-1])
     if spread:

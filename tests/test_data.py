@@ -128,6 +128,9 @@ def test_results_table_is_computed_from_the_logs(tmp_path):
                         "92.49 | 92.53 |")
     assert lines[5] == "| 2-bit | not run yet |  |  |  |  |  |  | 91.0 (+0.6) | 90.96 | 91.02 |"
     # finished stages only; epochs 1-2: FP32 91.5, 91.2 (sample sd 0.212), 4-bit 91.4, 91.4
+    from CIFAR.results_table import main
+    proc = run_in_process(main, "--results", tmp_path, "--epochs", "3", "--finished", cwd=tmp_path)
+    assert proc.stdout == "32 4\n"  # what the scripts under result/ take as finished models
     assert last_phase_spread(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines() == [
         "FP32, epochs 1-2: test accuracy mean 91.35, sd 0.21, min 91.20, max 91.50",
         "4-bit, epochs 1-2: test accuracy mean 91.40, sd 0.00, min 91.40, max 91.40"]

@@ -17,10 +17,6 @@ run() {  # name checkpoint bit
 for b in 4 3 2; do
   run "authors_${b}bit" "$official/res20_${b}bit.pth.tar" "$b"
 done
-for b in 4 3 2; do
-  ckpt=result/reference/res20_${b}bit/model_best.pth.tar
-  # ours: a stage counts once its 300 epochs are done
-  if python -c "import sys, torch; sys.exit(torch.load('result/reference/res20_${b}bit/checkpoint.pth.tar', weights_only=True)['epoch'] < 300)" 2>/dev/null; then
-    run "ours_${b}bit" "$ckpt" "$b"
-  fi
+for b in $(python CIFAR/results_table.py --finished); do  # ours: stages with all 300 epochs
+  [ "$b" = 32 ] || run "ours_${b}bit" "result/reference/res20_${b}bit/model_best.pth.tar" "$b"
 done
