@@ -24,12 +24,16 @@ from apot.projection import compilation
 
 def atomic_write(path, write):
     """write(binary file) into a temporary file in the same folder, then rename: a crash never
-    leaves a truncated file, and the previous one stays intact until the new one is complete."""
+    leaves a truncated file, and the previous one stays intact until the new one is complete.
+    The file gets the permissions open() would give it (mkstemp's are owner-only)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

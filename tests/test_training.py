@@ -94,3 +94,19 @@ def test_command_line_catches_only_the_projects_input_errors(capsys):
         with pytest.raises(type(error)):  # shown with its traceback, not as an input error
             cli_main(ArgumentParser(), fail(error), [])
     assert isinstance(UnsupportedValue("x"), ValueError)  # library callers may catch ValueError
+
+
+def test_atomic_write_gives_the_permissions_open_would(tmp_path):
+    import os
+    from apot.training import atomic_write
+    before = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.bin", lambda f: f.write(b"x"))
+        with open(tmp_path / "b.bin", "wb") as f:
+            f.write(b"x")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "a.bin").read_bytes() == b"x"
+    assert oct((tmp_path / "a.bin").stat().st_mode & 0o777) == oct(0o640)
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
