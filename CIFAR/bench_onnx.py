@@ -2,7 +2,7 @@
 with uint8 weights) and its float twin (the same network with plain FP32 convs) under ONNX
 Runtime, beside PyTorch's fake-quant model, at batch 1 and 100, measured in one run on the CPU.
 
-    python CIFAR/bench_onnx.py [--arch res20] [--bit 4] [--seconds 5] [--profile]
+    python CIFAR/bench_onnx.py [--arch res20] [--bit 4] [--seconds 5] [--batches 1 100] [--profile]
 
 Weights do not change the speed: the models are freshly initialised (BatchNorm statistics as
 initialised). Each configuration runs for about --seconds after a warm-up (which includes the
@@ -72,8 +72,10 @@ def main(argv=None):
     p.add_argument("--arch", default="res20", choices=sorted(ARCHS))
     p.add_argument("--bit", default=4, type=int, choices=SUPPORTED_BITS)
     p.add_argument("--seconds", default=5.0, type=float, help="timed seconds per configuration")
+    p.add_argument("--batches", default=[1, 100], type=int, nargs="+", help="batch sizes")
     p.add_argument("--profile", action="store_true",
-                   help="also the time per ONNX op type of the uint8-weight model at batch 100")
+                   help="also the time per ONNX op type of the uint8-weight model at the largest "
+                        "batch")
     args = p.parse_args(argv)
     import onnxruntime as ort
 
@@ -89,7 +91,7 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"onnxruntime {ort.__version__}")
     print(f"{'batch':>5s} {'model':28s} {'images/s':>10s} {'vs FP32 ONNX':>13s}")
-    for batch in (1, 100):
+    for batch in args.batches:
         x = torch.randn(batch, 3, 32, 32)
         runs = {name: (lambda s=s: s.run(None, {"input": x.numpy()}))
                 for name, s in sessions.items()}
@@ -104,8 +106,9 @@ def main(argv=None):
             print(f"{batch:5d} {name:28s} {rate:10.1f} {rate / rates['FP32 ONNX']:12.2f}x")
     if args.profile:
         proto = to_onnx(model, QuantConv2d, 32, unsigned_weights=True)
-        ms = op_profile(proto, torch.randn(100, 3, 32, 32).numpy())
-        print("APoT ONNX, uint8 weights, batch 100, ms per run by op type: " + ", ".join(
+        batch = max(args.batches)
+        ms = op_profile(proto, torch.randn(batch, 3, 32, 32).numpy())
+        print(f"APoT ONNX, uint8 weights, batch {batch}, ms per run by op type: " + ", ".join(
             f"{op} {t:.1f}" for op, t in ms.most_common()))
 
 

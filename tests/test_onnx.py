@@ -190,19 +190,19 @@ def test_authors_checkpoints_agree_under_onnx_runtime(bit, monkeypatch):
     assert (got == ref).sum() >= 199
 
 
-def test_benchmark_reports_every_model_at_both_batches(tmp_path, monkeypatch, capsys):
+def test_benchmark_reports_every_model_at_every_batch_asked_for(tmp_path, monkeypatch, capsys):
     from CIFAR import bench_onnx
     monkeypatch.setenv("APOT_COMPILE", "0")
     monkeypatch.chdir(tmp_path)
-    bench_onnx.main(["--seconds", "0.05", "--profile"])
+    bench_onnx.main(["--seconds", "0.05", "--batches", "1", "3", "--profile"])
     stdout = capsys.readouterr().out
-    rows = [line.split() for line in stdout.splitlines() if line[:5].strip() in ("1", "100")]
+    rows = [line.split() for line in stdout.splitlines() if line[:5].strip() in ("1", "3")]
     assert [(r[0], " ".join(r[1:-2])) for r in rows] == [
-        (b, m) for b in ("1", "100") for m in ("APoT ONNX, int8 weights",
+        (b, m) for b in ("1", "3") for m in ("APoT ONNX, int8 weights",
                                               "APoT ONNX, uint8 weights", "FP32 ONNX",
                                               "PyTorch fake-quant")]
     assert all(r[-1] == "1.00x" for r in rows if "FP32" in r)
     profile = stdout.strip().splitlines()[-1]
-    assert "ms per run by op type: " in profile
+    assert "APoT ONNX, uint8 weights, batch 3, ms per run by op type: " in profile
     assert {"ConvInteger", "Gather", "Ceil"} <= set(profile.replace(",", " ").split())
     assert list(tmp_path.iterdir()) == []  # the profiler's file is not left behind
