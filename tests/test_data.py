@@ -92,6 +92,14 @@ def test_corrupt_batch_file_is_a_clear_error(tmp_path):
         load_cifar(tmp_path, download=False)
 
 
+def png_size(path):
+    """(width, height) from a PNG file's header, which must be one."""
+    import struct
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
 def test_plot_curves_picks_up_every_stage(tmp_path):
     from CIFAR.plot_curves import main
     for bit, n in ((32, 5), (4, 3)):
@@ -103,7 +111,7 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
     proc = run_in_process(main, "--results", tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "FP32 5 epochs, 4-bit 3 epochs" in proc.stdout
-    assert (tmp_path / "res20_curves.png").stat().st_size > 1000
+    assert png_size(tmp_path / "res20_curves.png") == (1440, 540)  # 12 x 4.5 inches at 120 dpi
 
 
 def test_results_table_is_computed_from_the_logs(tmp_path):
@@ -206,4 +214,4 @@ def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tm
     assert "authors' 4-bit" in header and "ours 3-bit (12 of 300 epochs)" in header
     # columns by bit-width: the authors' 4-bit, then our 3-bit (still at the initial alphas)
     assert first.split() == ["layer1.0.conv1", "1.250", "/", "2.500", "8.000", "/", "3.000"]
-    assert (tmp_path / "res20_alphas.png").stat().st_size > 1000
+    assert png_size(tmp_path / "res20_alphas.png") == (1080, 780)  # 9 x 6.5 inches at 120 dpi
