@@ -67,10 +67,10 @@ def int_conv2d(a_int, w_sign, w_int, stride, padding):
     o, _, k, _ = w_int.shape
     if a_int.numel() and int(a_int.abs().max()) * c * k * k >= 2**53:
         raise ValueError("activation integers too large for exact float64 sums")
-    padded = F.pad(a_int, (padding, padding, padding, padding))
+    padded = F.pad(a_int.double(), (padding, padding, padding, padding))
     cols = padded.unfold(2, k, stride).unfold(3, k, stride)  # N, C, Ho, Wo, k, k
     ho, wo = cols.shape[2], cols.shape[3]
-    cols = cols.permute(0, 2, 3, 1, 4, 5).reshape(n, ho * wo, c * k * k).double()
+    cols = cols.permute(0, 2, 3, 1, 4, 5).reshape(n, ho * wo, c * k * k)
     w_int = w_int.reshape(o, -1)
     w_sign = w_sign.reshape(o, -1)
     acc = torch.zeros(n, ho * wo, o, dtype=torch.int64)
