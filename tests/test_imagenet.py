@@ -223,37 +223,34 @@ def test_mismatched_checkpoint_is_a_clear_error(tiny_imagenet, tmp_path):
     assert_one_line_error(proc, r"^error: checkpoint .*r34.pth does not fit this model")
 
 
-def test_run_sh_applies_the_recipe_and_passes_arguments_through(tiny_imagenet, tmp_path):
-    import json
-    weights = tmp_path / "resnet18_fp32.pth"
-    torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), weights)
-    cmd = ["bash", ROOT / "ImageNet" / "run.sh", "resnet18", "4", tiny_imagenet, "-b", "4",
-           "--epochs", "1", "--image-size", "32", "--workers", "0", "--no-progress",
-           "--no-compile", "--no-download"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PRETRAINED": str(weights)})
-    assert proc.returncode == 0, proc.stderr
-    args = json.load(open(tmp_path / "result" / "resnet18_4bit" / "args.json"))
-    assert (args["lr"], args["warmup_lr"], args["weight_decay"]) == (0.01, 0.025, 1e-4)
-    assert args["warmup_iters"] == 2500 and args["lr_steps"] == [30, 60, 90]
-    assert args["pretrained"] == str(weights) and args["batch_size"] == 4  # extra args win
-    bad = subprocess.run(["bash", ROOT / "ImageNet" / "run.sh", "resnet50", "7", tiny_imagenet],
+def test_run_sh_applies_the_recipe_and_passes_arguments_through(tmp_path):
+    args = recipe_args("resnet18", 4, tmp_path, "-b", "4", "--epochs", "1", "--no-progress",
+                       env={"PRETRAINED": "/weights/resnet18_fp32.pth"})
+    assert (args.arch, args.bit, args.data, args.save_dir) == ("resnet18", 4, "/imagenet",
+                                                               "result/resnet18_4bit")
+    assert (args.lr, args.warmup_lr, args.weight_decay) == (0.01, 0.025, 1e-4)
+    assert args.warmup_iters == 2500 and args.lr_steps == [30, 60, 90]
+    assert args.pretrained == "/weights/resnet18_fp32.pth"
+    assert (args.batch_size, args.epochs, args.no_progress) == (4, 1, True)  # extra args win
+    bad = subprocess.run(["bash", ROOT / "ImageNet" / "run.sh", "resnet50", "7", tmp_path],
                          cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "no published recipe for resnet50 at 7 bits" in bad.stderr
 
 
-def recipe_args(arch, bit, tmp_path):
-    """The main.py arguments that ImageNet/run.sh passes for a recipe, parsed by main.py's own
-    parser (run.sh runs a stand-in interpreter that records its command line)."""
+def recipe_args(arch, bit, tmp_path, *extra, env=None):
+    """The main.py arguments that ImageNet/run.sh passes for a recipe (and extra arguments),
+    parsed by main.py's own parser (run.sh runs a stand-in interpreter that records its command
+    line)."""
     import os
     from ImageNet.main import get_args_parser
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n")
     fake.chmod(0o755)
     out = tmp_path / "argv.txt"
-    proc = subprocess.run(["bash", ROOT / "ImageNet" / "run.sh", arch, str(bit), "/imagenet"],
-                          cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": str(fake), "ARGS_OUT": str(out)})
+    proc = subprocess.run(["bash", ROOT / "ImageNet" / "run.sh", arch, str(bit), "/imagenet",
+                           *map(str, extra)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, **(env or {}), "PYTHON": str(fake),
+                               "ARGS_OUT": str(out)})
     assert proc.returncode == 0, proc.stderr
     argv = out.read_text().splitlines()[1:]  # [0] is main.py
     return get_args_parser().parse_args(argv)
