@@ -215,3 +215,28 @@ def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tm
     # columns by bit-width: the authors' 4-bit, then our 3-bit (still at the initial alphas)
     assert first.split() == ["layer1.0.conv1", "1.250", "/", "2.500", "8.000", "/", "3.000"]
     assert png_size(tmp_path / "res20_alphas.png") == (1080, 780)  # 9 x 6.5 inches at 120 dpi
+
+
+def test_level_usage_counts_weights_on_each_level(tmp_path):
+    """A conv whose weights are a quarter +1, a quarter -1 and half 0 normalises to +-s, 0 with
+    s = 1 / sqrt(1152 / 2303) = 1.414; at alpha_w 2 the magnitude 0.707 rounds to the 2-bit level
+    1, at alpha_w 3 (0.471) to 0."""
+    import torch
+    from CIFAR.level_usage import main
+    from CIFAR.resnet import ARCHS
+    model = ARCHS["res20"](bit=2)
+    with torch.no_grad():
+        w = model.layer1[0].conv1.weight.view(-1)
+        w.zero_()
+        w[:576], w[576:1152] = 1.0, -1.0
+        model.layer1[0].conv1.weight_quant.wgt_alpha.fill_(2.0)
+        model.layer1[0].conv2.weight.copy_(model.layer1[0].conv1.weight)  # alpha_w stays 3
+    torch.save({"state_dict": model.state_dict(), "bit": 2, "arch": "res20"}, tmp_path / "m.pth")
+    proc = run_in_process(main, tmp_path / "m.pth", tmp_path / "m.pth", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith("m.pth: 2-bit, share of weights (%) on the levels 0 1")
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    assert rows["layer1.0.conv1"] == ["2.000", "|", "50.0", "50.0"] * 2
+    assert rows["layer1.0.conv2"] == ["3.000", "|", "100.0", "0.0"] * 2
+    assert len(rows) == 20
