@@ -9,9 +9,8 @@ weight / alpha_w, -1, 1), nearest level, ties to the lower one.
 """
 import torch
 
-from apot.export import load_quantized_model
+from apot.export import integer_terms, load_quantized_model
 from apot.levels import SUPPORTED_BITS, weight_levels
-from apot.projection import project_index
 from apot.training import ArgumentParser, cli_main
 from CIFAR.export import VARIANT
 from CIFAR.quant_layer import QuantConv2d
@@ -19,13 +18,13 @@ from CIFAR.quant_layer import QuantConv2d
 
 def level_shares(model):
     """{layer: (alpha_w, shares)}: shares[i] is the fraction of the layer's weights whose
-    magnitude projects onto weight level i."""
+    magnitude projects onto weight level i (the level index the integer export stores)."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, QuantConv2d):
-            t = m.export_terms()
-            idx = project_index(t["x"].abs(), t["w_mids"]).flatten()
-            counts = torch.bincount(idx, minlength=t["w_mids"].numel() + 1)
+            t = integer_terms(m)
+            idx = t["index"].flatten()
+            counts = torch.bincount(idx, minlength=len(t["w_ints"]))
             out[name] = (t["w_alpha"], (counts.double() / idx.numel()).tolist())
     return out
 
