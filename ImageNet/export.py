@@ -7,10 +7,9 @@ The machinery (file layout, integer conv, operation counts) is apot/export.py's,
 the CIFAR models'; this file names the ImageNet models and reads DIR/val/ (an ImageFolder) with
 main.py's validation transform (--image-size, 224 by default, the side of the centre crop and
 of the image that the operation counts are for).
-The integer path runs int64 matrix products on the CPU, slower than the float
-fake-quant model: --limit is for a check, the whole validation set for patience.
+The integer path runs its integer sums as float64 matrix products on the CPU, slower than the
+float fake-quant model: --limit is for a check, the whole validation set for patience.
 """
-from functools import partial
 
 import torch
 
@@ -18,7 +17,7 @@ from apot.export import Variant, main as export_main
 from apot.training import UserError
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder
 from ImageNet.quant_layer import QuantConv2d
-from ImageNet.resnet import ARCHS, build_resnet
+from ImageNet.resnet import ARCHS
 
 
 def eval_batches(args, num_classes):
@@ -31,7 +30,7 @@ def eval_batches(args, num_classes):
     return len(val), eval_loader(val, args.batch, workers=0)
 
 
-VARIANT = Variant(name="ImageNet", archs={a: partial(build_resnet, a) for a in ARCHS},
+VARIANT = Variant(name="ImageNet", archs=ARCHS,
                   default_arch="resnet18", conv_type=QuantConv2d, default_classes=1000,
                   image_size=IMAGE_SIZE, eval_batches=eval_batches, resizable=True)
 

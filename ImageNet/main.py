@@ -20,7 +20,7 @@ from apot.training import (ArgumentParser, UserError, all_reduce_sum,
                            non_negative_float, non_negative_int, positive_float, positive_int,
                            resume_or_start, start_process, train_epochs, wrap_model)
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
-from ImageNet.resnet import ARCHS, build_resnet
+from ImageNet.resnet import ARCHS
 
 TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
                        "resnet50": "ResNet50_Weights"}
@@ -172,8 +172,8 @@ def run_meta(args):
 
 
 def build_model(args, num_classes):
-    model = split_batchnorm(build_resnet(args.arch, args.bit, num_classes, args.quant),
-                            args.bn_groups)
+    model = ARCHS[args.arch](bit=args.bit, num_classes=num_classes, quant=args.quant)
+    model = split_batchnorm(model, args.bn_groups)
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 

@@ -8,7 +8,8 @@ the CIFAR folder's:
 - 2-bit weights are ternary, round(clamp(x, -1, 1)), with the authors' "calibrated" gradients
   (`apot.calibrated`): the weight gradient passes everywhere, alpha gets the RCF gradient;
 - alpha_a starts at 6.0, the parameters are `act_alpha` and `weight_alpha` on the conv itself;
-- a uniform mode (quant="uniform", the authors' power=False): round(clamp(x) * (2^k - 1)) / (2^k - 1), k = b - 1 for weights.
+- a uniform mode (quant="uniform", the authors' power=False): round(clamp(x) * (2^k - 1)) /
+  (2^k - 1), k = b - 1 for weights.
 Level sets, projection and the 8-bit first/last layers are the shared ones in `apot`.
 """
 import torch

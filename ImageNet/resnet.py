@@ -51,7 +51,3 @@ def resnet50(bit=32, num_classes=1000, quant="apot"):
 
 ARCHS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
 
-
-def build_resnet(arch, bit, num_classes, quant="apot"):
-    """ARCHS[arch]: the model of that arch, bit-width, class count and level family."""
-    return ARCHS[arch](bit=bit, num_classes=num_classes, quant=quant)

@@ -183,10 +183,10 @@ def test_authors_checkpoints_run_on_integers(bit, tmp_path):
 def calibrated_imagenet_checkpoint(path, bit, monkeypatch):
     """A resnet18 checkpoint as ImageNet/main.py writes one, with BatchNorm statistics from
     random images (see the CIFAR test above for why)."""
-    from ImageNet.resnet import build_resnet
+    from ImageNet.resnet import ARCHS
     monkeypatch.setenv("APOT_COMPILE", "0")
     torch.manual_seed(0)
-    model = build_resnet("resnet18", bit, num_classes=3)
+    model = ARCHS["resnet18"](bit=bit, num_classes=3)
     for bn in model.modules():
         if isinstance(bn, torch.nn.BatchNorm2d):
             bn.momentum = None

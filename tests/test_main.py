@@ -219,9 +219,9 @@ def test_constant_weights_are_a_clear_error_not_nan(trained, tiny_cifar, tmp_pat
                                     r"weights \(std 0\) in layer2\.1\.conv2: the weight "
                                     r"quantizer divides by their std$")
     assert not (tmp_path / "run").exists()
-    from ImageNet.resnet import build_resnet
+    from ImageNet.resnet import ARCHS
     from apot.training import constant_quantized_weights
-    model = build_resnet("resnet18", 2, num_classes=3)
+    model = ARCHS["resnet18"](bit=2, num_classes=3)
     torch.nn.init.zeros_(model.layer4[1].conv1.weight)
     torch.nn.init.zeros_(model.conv1.weight)  # the 8-bit first conv does not normalise
     assert constant_quantized_weights(model) == ["layer4.1.conv1"]

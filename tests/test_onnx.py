@@ -139,8 +139,8 @@ def test_calibrated_imagenet_resnet18_agrees_with_pytorch(tiny_imagenet, tmp_pat
     export_main(IMAGENET, ["ort", str(out), "--data", str(tiny_imagenet), "--compare", str(ckpt),
                            "--image-size", "32", "--no-progress"])
     assert "predictions agree on 6 of 6 (100.00%)" in capsys.readouterr().out
-    from ImageNet.resnet import build_resnet
-    model = build_resnet("resnet18", 4, 3)
+    from ImageNet.resnet import ARCHS
+    model = ARCHS["resnet18"](bit=4, num_classes=3)
     model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
