@@ -3,6 +3,7 @@ import io
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,14 @@ def write_tiny_cifar(root, n_train=64, n_test=40, classes=10, seed=0):
     return Path(root)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def eager_quantizers():
+    """Quantizers run eager unless a test asks for compilation (`compilation(True)`): the
+    tests about compiled quantizers ask, and every other test's arithmetic is the same."""
+    with compilation(False):
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_cifar(tmp_path_factory):
     return write_tiny_cifar(tmp_path_factory.mktemp("data"))
@@ -73,6 +82,24 @@ def run_script(*args, cwd=None, timeout=600, env=None):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_with_stand_in_python(*cmd, cwd, env=None):
+    """Run a shell recipe whose interpreter ($PYTHON) is a stand-in that prints
+    "main.py ARGS" and records its argv: (CompletedProcess, one argv list per call)."""
+    calls = Path(cwd) / "stand_in_calls"
+    calls.mkdir()
+    stand_in = Path(cwd) / "stand_in_python"
+    stand_in.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$CALLS/$(ls "$CALLS" | wc -l)"\n'
+                        'echo "main.py $*"\n')
+    stand_in.chmod(0o755)
+    full_env = {**os.environ, **(env or {}), "PYTHON": str(stand_in), "CALLS": str(calls)}
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
+                          env=full_env)
+    recorded = [f.read_text().splitlines()
+                for f in sorted(calls.iterdir(), key=lambda f: int(f.name))]
+    shutil.rmtree(calls)  # the next run from cwd starts a fresh record
+    return proc, recorded
+
+
 def last_line(text):
     return text.strip().splitlines()[-1]
 
@@ -102,7 +129,7 @@ def run_in_process(main, *args, cwd, compiled=False):
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with working_directory(cwd), contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err), compilation(None if compiled else False):
+            contextlib.redirect_stderr(err), compilation(compiled):
         try:
             main([str(a) for a in args])
         except SystemExit as e:  # as the interpreter: a message goes to stderr, status 1

@@ -28,8 +28,7 @@ def dataparallel_step(model, x, y, groups):
 
 
 @pytest.mark.parametrize("batch, groups", [(24, 2), (80, 2), (26, 3)])
-def test_grouped_batchnorm_equals_dataparallel_replicas(batch, groups, monkeypatch):
-    monkeypatch.setenv("APOT_COMPILE", "0")
+def test_grouped_batchnorm_equals_dataparallel_replicas(batch, groups):
     torch.manual_seed(0)
     model = ARCHS["res20"](bit=3).train()
     ours = split_batchnorm(copy.deepcopy(model), groups)

@@ -108,8 +108,7 @@ def quant_conv(variant, bit, quant, stride):
 @pytest.mark.parametrize("variant", ["CIFAR", "ImageNet"])
 @pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
-def test_integer_conv_equals_the_float_fake_quant_conv(bit, quant, variant, monkeypatch):
-    monkeypatch.setenv("APOT_COMPILE", "0")
+def test_integer_conv_equals_the_float_fake_quant_conv(bit, quant, variant):
     torch.manual_seed(bit)
     conv = quant_conv(variant, bit, quant, stride=1 if variant == "CIFAR" else 2)
     x = torch.relu(torch.randn(4, 8, 9, 9) * 1.5)
@@ -180,11 +179,10 @@ def test_authors_checkpoints_run_on_integers(bit, tmp_path):
     assert agree >= 0.998 * n and abs(int_acc - float_acc) <= 100 / n + 1e-9
 
 
-def calibrated_imagenet_checkpoint(path, bit, monkeypatch):
+def calibrated_imagenet_checkpoint(path, bit):
     """A resnet18 checkpoint as ImageNet/main.py writes one, with BatchNorm statistics from
     random images (see the CIFAR test above for why)."""
     from ImageNet.resnet import ARCHS
-    monkeypatch.setenv("APOT_COMPILE", "0")
     torch.manual_seed(0)
     model = ARCHS["resnet18"](bit=bit, num_classes=3)
     for bn in model.modules():
@@ -197,8 +195,8 @@ def calibrated_imagenet_checkpoint(path, bit, monkeypatch):
     return path
 
 
-def test_imagenet_export_and_infer_end_to_end(tiny_imagenet, tmp_path, monkeypatch):
-    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4, monkeypatch)
+def test_imagenet_export_and_infer_end_to_end(tiny_imagenet, tmp_path):
+    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4)
     out = tmp_path / "r18.apot"  # the default name: r18.pth.tar -> r18.apot
     proc = run_in_process(IMAGENET_EXPORT, "export", ckpt, "--image-size", "32", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -212,8 +210,8 @@ def test_imagenet_export_and_infer_end_to_end(tiny_imagenet, tmp_path, monkeypat
     assert "integer path: top-1" in proc.stdout and "predictions agree on 6 of 6" in proc.stdout
 
 
-def test_each_command_line_refuses_the_other_variants_files(tmp_path, monkeypatch):
-    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 2, monkeypatch)
+def test_each_command_line_refuses_the_other_variants_files(tmp_path):
+    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 2)
     proc = run_in_process(EXPORT, "export", ckpt, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*r18\.pth\.tar holds a resnet18 model, not one of "
                                 r"CIFAR's \(res110, res20")

@@ -9,7 +9,7 @@ import torchvision
 
 from apot.levels import QUANTS, activation_levels, weight_levels
 from conftest import (ROOT, assert_one_line_error, last_line, make_image_folder,
-                      run_in_process)
+                      run_in_process, run_with_stand_in_python)
 from ImageNet.main import main as imagenet_main
 from ImageNet.quant_layer import QuantConv2d
 from ImageNet.resnet import ARCHS
@@ -239,21 +239,13 @@ def test_run_sh_applies_the_recipe_and_passes_arguments_through(tmp_path):
 
 def recipe_args(arch, bit, tmp_path, *extra, env=None):
     """The main.py arguments that ImageNet/run.sh passes for a recipe (and extra arguments),
-    parsed by main.py's own parser (run.sh runs a stand-in interpreter that records its command
-    line)."""
-    import os
+    parsed by main.py's own parser."""
     from ImageNet.main import get_args_parser
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n")
-    fake.chmod(0o755)
-    out = tmp_path / "argv.txt"
-    proc = subprocess.run(["bash", ROOT / "ImageNet" / "run.sh", arch, str(bit), "/imagenet",
-                           *map(str, extra)], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, **(env or {}), "PYTHON": str(fake),
-                               "ARGS_OUT": str(out)})
+    proc, calls = run_with_stand_in_python("bash", ROOT / "ImageNet" / "run.sh", arch, bit,
+                                           "/imagenet", *extra, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
-    argv = out.read_text().splitlines()[1:]  # [0] is main.py
-    return get_args_parser().parse_args(argv)
+    [argv] = calls
+    return get_args_parser().parse_args(argv[1:])  # [0] is main.py
 
 
 @pytest.mark.parametrize("arch, bit, start, base, wd", [

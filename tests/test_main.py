@@ -3,7 +3,6 @@ process, run.sh and torchrun as subprocesses."""
 import csv
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,9 +10,10 @@ import subprocess
 import pytest
 import torch
 
+from apot.projection import compilation
 from CIFAR.main import main as cifar_main
 from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, last_line, needs_shared,
-                      run_in_process)
+                      run_in_process, run_with_stand_in_python)
 
 MAIN = ROOT / "CIFAR" / "main.py"
 
@@ -88,32 +88,32 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(trained, tiny_cifar, tm
 
 
 def test_run_sh_chains_all_four_stages(tiny_cifar, tmp_path):
+    """run.sh's four command lines, recorded by a stand-in interpreter, then trained by main.py
+    in this process in the same order: each quantized stage starts from the previous best."""
     cmd = ["bash", ROOT / "CIFAR" / "run.sh", "res20", tiny_cifar, "-id", "0", "--epochs", "1",
            "--no-progress", "--no-compile"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc, calls = run_with_stand_in_python(*cmd, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert [argv[0] for argv in calls] == [str(MAIN)] * 4
+    for argv in calls:
+        stage = run_in_process(cifar_main, *argv[1:], cwd=tmp_path)
+        assert stage.returncode == 0, stage.stderr
     stages = {b: json.load(open(tmp_path / f"result/res20_{b}bit/args.json")) for b in (32, 4, 3, 2)}
     assert stages[32]["init"] == "" and stages[32]["weight_decay"] == 5e-4
     for bit, src, wd in [(4, 32, 1e-4), (3, 4, 1e-4), (2, 3, 3e-5)]:
         assert stages[bit]["init"] == f"result/res20_{src}bit/model_best.pth.tar"
         assert stages[bit]["lr"] == 0.04 and stages[bit]["weight_decay"] == wd
+        assert torch.load(tmp_path / f"result/res20_{bit}bit/checkpoint.pth.tar",
+                          weights_only=True)["epoch"] == 1
     # restartable: a second pass resumes every stage from its checkpoint (main.py then trains
     # nothing: test_resume_is_bit_identical_to_an_uninterrupted_run)
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
-                           env=fake_python(tmp_path))
+    again, _ = run_with_stand_in_python(*cmd, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     lines = again.stdout.splitlines()
     for i, (label, bit) in enumerate([("FP32", 32), ("4-bit", 4), ("3-bit", 3), ("2-bit", 2)]):
         ckpt = f"result/res20_{bit}bit/checkpoint.pth.tar"
         assert lines[2 * i] == f"== {label} stage: continuing {ckpt}"
         assert f"--resume {ckpt}" in lines[2 * i + 1]
-
-
-def fake_python(tmp_path):
-    """An environment whose PYTHON, the interpreter run.sh calls, prints its command line."""
-    (tmp_path / "fake_python").write_text("#!/bin/sh\necho \"main.py $*\"\n")
-    (tmp_path / "fake_python").chmod(0o755)
-    return {**os.environ, "PYTHON": str(tmp_path / "fake_python")}
 
 
 def test_run_sh_leaves_the_reference_runs_alone_unless_named(tiny_cifar, tmp_path):
@@ -124,15 +124,14 @@ def test_run_sh_leaves_the_reference_runs_alone_unless_named(tiny_cifar, tmp_pat
     (ref / "checkpoint.pth.tar").write_bytes(b"our reference run")
     cmd = ["bash", ROOT / "CIFAR" / "run.sh", "res20", tiny_cifar, "--epochs", "1",
            "--no-progress", "--no-compile"]
-    env = fake_python(tmp_path)
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
+    proc, _ = run_with_stand_in_python(*cmd, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "== FP32 stage: starting in result/res20_32bit"
     assert "--save-dir result/res20_32bit" in lines[1] and "--resume" not in lines[1]
     assert "reference" not in proc.stdout
-    proc = subprocess.run([*cmd[:4], "--runs", "result/reference", *cmd[4:]], cwd=tmp_path,
-                          capture_output=True, text=True, env=env)
+    proc, _ = run_with_stand_in_python(*cmd[:4], "--runs", "result/reference", *cmd[4:],
+                                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "== FP32 stage: continuing result/reference/res20_32bit/checkpoint.pth.tar"
@@ -236,9 +235,8 @@ def test_an_existing_run_is_not_overwritten(run_with_checkpoint, tiny_cifar, tmp
 
 @pytest.fixture
 def main_in_process(monkeypatch, tmp_path):
-    """CIFAR.main.main, run in this process from tmp_path with eager quantizers."""
+    """CIFAR.main.main, run in this process from tmp_path."""
     import CIFAR.main as main_mod
-    monkeypatch.setenv("APOT_COMPILE", "0")
     monkeypatch.chdir(tmp_path)
     return main_mod
 
@@ -298,7 +296,6 @@ def test_compile_model_trains_as_the_uncompiled_model(main_in_process, tiny_cifa
     eager_run = train(tmp_path, tiny_cifar, *recipe, save="eager")
     assert eager_run.returncode == 0, eager_run.stderr
     from torch._dynamo.utils import counters
-    monkeypatch.setenv("APOT_COMPILE", "1")
     counters.clear()
     compiled = []
 
@@ -307,8 +304,10 @@ def test_compile_model_trains_as_the_uncompiled_model(main_in_process, tiny_cifa
         return torch.compile(model, backend="aot_eager")
 
     monkeypatch.setattr(main_in_process, "compile_whole", compile_aot_eager)
-    main_in_process.main(["-a", "res20", *recipe, "--data", str(tiny_cifar), "--no-progress",
-                          "--compile-model", "--save-dir", str(tmp_path / "run")])
+    with compilation(True):
+        main_in_process.main(["-a", "res20", *recipe, "--data", str(tiny_cifar),
+                              "--no-progress", "--compile-model", "--save-dir",
+                              str(tmp_path / "run")])
     assert len(compiled) == 1 and not counters["graph_break"], dict(counters["graph_break"])
     ours = torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)["state_dict"]
     eager = torch.load(tmp_path / "eager" / "checkpoint.pth.tar", weights_only=True)["state_dict"]

@@ -68,11 +68,10 @@ def test_projection_lookup_equals_projection_at_levels_midpoints_and_both_sides(
 
 @pytest.mark.parametrize("variant", ["CIFAR", "ImageNet"])
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
-def test_one_conv_equals_the_integer_reference_exactly(bit, variant, monkeypatch):
+def test_one_conv_equals_the_integer_reference_exactly(bit, variant):
     """Inputs on the activation levels times alpha and beyond the clip, so no element lies near
     a midpoint: the int32 accumulator equals apot.intmath's integer conv, and the float output
     its accumulator times the layer's rescale, bit for bit."""
-    monkeypatch.setenv("APOT_COMPILE", "0")
     torch.manual_seed(bit)
     conv = quant_conv(variant, bit, "apot", stride=2)
     t = integer_terms(conv)
@@ -130,9 +129,8 @@ def test_plain_power_of_two_at_4_bits_is_refused():
         to_onnx(model, QuantConv2d, 32)
 
 
-def test_calibrated_imagenet_resnet18_agrees_with_pytorch(tiny_imagenet, tmp_path, monkeypatch,
-                                                          capsys):
-    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4, monkeypatch)
+def test_calibrated_imagenet_resnet18_agrees_with_pytorch(tiny_imagenet, tmp_path, capsys):
+    ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4)
     export_main(IMAGENET, ["onnx", str(ckpt), "--image-size", "32"])
     out = tmp_path / "r18.onnx"
     assert out.is_file() and "4-bit ConvInteger" in capsys.readouterr().out
@@ -174,12 +172,11 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path):
 
 @needs_shared
 @pytest.mark.parametrize("bit", [4, 3, 2])
-def test_authors_checkpoints_agree_under_onnx_runtime(bit, monkeypatch):
+def test_authors_checkpoints_agree_under_onnx_runtime(bit):
     """The first 200 test images (docs/onnx.md's table is the whole test set)."""
     from apot.export import load_quantized_model
     from CIFAR.data import Normalize, load_cifar
     from conftest import CIFAR_DIR
-    monkeypatch.setenv("APOT_COMPILE", "0")
     model, _ = load_quantized_model(str(OFFICIAL / f"res20_{bit}bit.pth.tar"), CIFAR, "res20",
                                     bit, "apot")
     _, _, x, _ = load_cifar(CIFAR_DIR, "cifar10", download=False, train=False)
@@ -192,7 +189,6 @@ def test_authors_checkpoints_agree_under_onnx_runtime(bit, monkeypatch):
 
 def test_benchmark_reports_every_model_at_every_batch_asked_for(tmp_path, monkeypatch, capsys):
     from CIFAR import bench_onnx
-    monkeypatch.setenv("APOT_COMPILE", "0")
     monkeypatch.chdir(tmp_path)
     bench_onnx.main(["--seconds", "0.05", "--batches", "1", "3", "--profile"])
     stdout = capsys.readouterr().out

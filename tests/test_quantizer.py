@@ -7,7 +7,7 @@ import torch
 
 from apot.eightbit import first_conv, last_fc, quantize_8bit
 from apot.levels import QUANTS, activation_levels, weight_levels
-from apot.projection import midpoints, project
+from apot.projection import compilation, midpoints, project
 from CIFAR.quant_layer import QuantConv2d
 from CIFAR.resnet import ARCHS
 
@@ -15,9 +15,9 @@ MODES = ["eager", "compiled"]
 
 
 @pytest.fixture(params=MODES)
-def mode(request, monkeypatch):
-    monkeypatch.setenv("APOT_COMPILE", "1" if request.param == "compiled" else "0")
-    return request.param
+def mode(request):
+    with compilation(request.param == "compiled"):
+        yield request.param
 
 
 def brute_nearest(x64, levels):
