@@ -98,19 +98,19 @@ def table(runs, epochs, start=LR_STEPS[-1]):
     return "\n".join(lines)
 
 
-def update_block(path, text):
-    """Replace what lies between the BEGIN and END marker lines of the file at path (and
+def update_block(path, text, begin=BEGIN, end=END):
+    """Replace what lies between the begin and end marker lines of the file at path (and
     nothing else) with text; written to a temporary file, then renamed."""
     with open(path) as f:
         doc = f.read()
-    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
-        raise SystemExit(f"error: {path} needs exactly one '{BEGIN}' line followed by one "
-                         f"'{END}' line around the results table")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    if doc.count(begin) != 1 or doc.count(end) != 1 or doc.index(begin) > doc.index(end):
+        raise SystemExit(f"error: {path} needs exactly one '{begin}' line followed by one "
+                         f"'{end}' line around the generated table")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+        f.write(f"{head}{begin}\n{text}\n{end}{tail}")
     os.replace(tmp, path)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from CIFAR.data import PAD, DataError, Normalize, augment, load_cifar, train_batches
-from conftest import assert_one_line_error, run_in_process, write_tiny_cifar
+from conftest import ROOT, assert_one_line_error, run_in_process, write_tiny_cifar
 
 
 def reference_augment(img, dy, dx, flip):
@@ -240,3 +240,66 @@ def test_level_usage_counts_weights_on_each_level(tmp_path):
     assert rows["layer1.0.conv1"] == ["2.000", "|", "50.0", "50.0"] * 2
     assert rows["layer1.0.conv2"] == ["3.000", "|", "100.0", "0.0"] * 2
     assert len(rows) == 20
+
+
+EXPORT_LOG = ("wrote x/{name}.apot: {size} bytes (float checkpoint c.pth.tar: 2,000,000 bytes, "
+              "{ratio}x larger)\n20 quantized convs\n")
+INFER_LOG = ("integer path: top-1 {top1} on 10000 test images\nfloat fake-quant model: top-1 "
+             "{ftop1}; predictions agree on {agree} of 10000 ({share}%)\n")
+ONNX_LOG = ("wrote /tmp/t/{name}.onnx: {size} bytes, res20 with 2-bit ConvInteger (float "
+            "checkpoint c.pth.tar: 2,000,000 bytes)\nONNX Runtime: top-1 {top1} on 10000 test "
+            "images\nfloat fake-quant model: top-1 {ftop1}; predictions agree on {agree} of "
+            "10000 ({share}%)\n")
+
+
+def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_path):
+    from CIFAR.export_tables import main, markers
+    ints, onnx, docs = tmp_path / "int_res20", tmp_path / "onnx_res20", tmp_path / "docs"
+    for folder in (ints, onnx, docs):
+        folder.mkdir()
+    models = {"ours_2bit": ("100,000", "20.0", "90.10", "90.00", "9990", "99.90"),
+              "authors_2bit": ("137,223", "16.3", "90.98", "90.98", "9997", "99.97"),
+              "authors_4bit": ("208,263", "10.8", "92.42", "92.47", "9992", "99.92")}
+    for name, (size, ratio, top1, ftop1, agree, share) in models.items():
+        (ints / f"{name}_export.txt").write_text(EXPORT_LOG.format(name=name, size=size,
+                                                                    ratio=ratio))
+        (ints / f"{name}_infer.txt").write_text(INFER_LOG.format(top1=top1, ftop1=ftop1,
+                                                                  agree=agree, share=share))
+        (onnx / f"{name}.txt").write_text(ONNX_LOG.format(name=name, size="300,000", top1=top1,
+                                                           ftop1=ftop1, agree=agree, share=share))
+    (ints / "notes.txt").write_text("not a model log")
+    lookalike = "| authors' 4-bit | 1 B | 0.00 | 0.00 | none |"
+    for doc, name in (("export.md", "integer"), ("onnx.md", "onnx")):
+        begin, end = markers(name)
+        (docs / doc).write_text(f"# {doc}\n{lookalike}\n{begin}\nold\n{end}\n{lookalike}\n")
+    proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    begin, end = markers("integer")
+    assert (docs / "export.md").read_text() == "\n".join([
+        "# export.md", lookalike, begin,
+        "| checkpoint | file size (float checkpoint) | integer path top-1 | float fake-quant "
+        "top-1 | predictions agree |", "|---|---|---|---|---|",
+        "| authors' 4-bit | 208,263 B (2,000,000 B: 10.8x) | 92.42 | 92.47 | 9,992 of 10,000 "
+        "(99.92%) |",
+        "| authors' 2-bit | 137,223 B (2,000,000 B: 16.3x) | 90.98 | 90.98 | 9,997 of 10,000 "
+        "(99.97%) |",
+        "| our 2-bit | 100,000 B (2,000,000 B: 20.0x) | 90.10 | 90.00 | 9,990 of 10,000 "
+        "(99.90%) |", end, lookalike, ""])
+    onnx_doc = (docs / "onnx.md").read_text().splitlines()
+    assert onnx_doc[7] == "| our 2-bit | 300,000 B (2,000,000 B) | 90.10 | 90.00 | 9,990 of " \
+                          "10,000 (99.90%) |"
+    assert onnx_doc[0] == "# onnx.md" and onnx_doc[-1] == lookalike and len(onnx_doc) == 10
+    # a log without its result line: one error naming it, and neither doc rewritten
+    before = {doc: (docs / doc).read_text() for doc in ("export.md", "onnx.md")}
+    (onnx / "ours_2bit.txt").write_text("wrote /tmp/t/ours_2bit.onnx: interrupted\n")
+    proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*ours_2bit\.txt has no line matching")
+    assert {doc: (docs / doc).read_text() for doc in before} == before
+
+
+def test_the_docs_export_tables_are_the_committed_logs():
+    from CIFAR.export_tables import TABLES, markers, table
+    for name, (_, _, doc) in TABLES.items():
+        begin, end = markers(name)
+        text = (ROOT / "docs" / doc).read_text()
+        assert text.split(begin + "\n")[1].split("\n" + end)[0] == table(name, ROOT / "result")

@@ -1,0 +1,106 @@
+"""The integer-export and ONNX tables of docs/export.md and docs/onnx.md, read from the logs
+that result/int_res20/run.sh and result/onnx_res20/run.sh write.
+
+    python CIFAR/export_tables.py [--logs result] [--docs docs]
+    python CIFAR/export_tables.py --update    # rewrites only the two docs' marked blocks
+
+One row per model those scripts ran (result/res20_models.sh: the authors' 4/3/2-bit
+checkpoints, then each of our finished stages): the file's size beside the float checkpoint's,
+top-1 of the integer model (our .apot path, or ONNX Runtime) and of the float fake-quant
+model, and how many predictions agree.
+"""
+import argparse
+import re
+from pathlib import Path
+
+from CIFAR.results_table import update_block
+
+ROOT = Path(__file__).resolve().parents[1]
+WHO = {"authors": "authors'", "ours": "our"}
+FLOAT = re.compile(r"^float fake-quant model: top-1 (\d+\.\d\d); predictions agree on (\d+) of "
+                   r"(\d+) \((\d+\.\d\d)%\)$", re.M)
+TABLES = {  # name: (log folder, header, marker)
+    "integer": ("int_res20", "| checkpoint | file size (float checkpoint) | integer path top-1 | "
+                "float fake-quant top-1 | predictions agree |", "export.md"),
+    "onnx": ("onnx_res20", "| checkpoint | ONNX file (float checkpoint) | ONNX Runtime top-1 | "
+             "float fake-quant top-1 | predictions agree |", "onnx.md"),
+}
+
+
+def markers(name):
+    return (f"<!-- {name}-table: made by CIFAR/export_tables.py --update -->",
+            f"<!-- /{name}-table -->")
+
+
+def search(pattern, text, path):
+    match = re.search(pattern, text, re.M)
+    if match is None:
+        raise SystemExit(f"error: {path} has no line matching {pattern!r}: rerun the script "
+                         "that wrote it")
+    return match
+
+
+def model_logs(folder, suffix):
+    """(label, log path) of every model logged in folder, the authors' first, 4 bits first."""
+    found = []
+    for path in folder.glob(f"*{suffix}"):
+        m = re.fullmatch(rf"(authors|ours)_(\d)bit{re.escape(suffix)}", path.name)
+        if m:
+            found.append(((m.group(1) != "authors", -int(m.group(2))),
+                          f"{WHO[m.group(1)]} {m.group(2)}-bit", path))
+    return [(label, path) for _, label, path in sorted(found)]
+
+
+def agreement_cells(text, path):
+    float_top1, agree, total, share = search(FLOAT.pattern, text, path).groups()
+    return [float_top1, f"{int(agree):,} of {int(total):,} ({share}%)"]
+
+
+def integer_row(label, infer_log):
+    export_log = infer_log.with_name(infer_log.name.replace("_infer.txt", "_export.txt"))
+    size = search(r"^wrote .*: ([\d,]+) bytes \(float checkpoint .*: ([\d,]+) bytes, "
+                  r"(\d+\.\d)x larger\)$", export_log.read_text(), export_log)
+    text = infer_log.read_text()
+    top1 = search(r"^integer path: top-1 (\d+\.\d\d) on", text, infer_log).group(1)
+    return [label, f"{size[1]} B ({size[2]} B: {size[3]}x)", top1, *agreement_cells(text, infer_log)]
+
+
+def onnx_row(label, log):
+    text = log.read_text()
+    size = search(r"^wrote .*: ([\d,]+) bytes, .*\(float checkpoint .*: ([\d,]+) bytes\)$",
+                  text, log)
+    top1 = search(r"^ONNX Runtime: top-1 (\d+\.\d\d) on", text, log).group(1)
+    return [label, f"{size[1]} B ({size[2]} B)", top1, *agreement_cells(text, log)]
+
+
+def table(name, logs):
+    folder, header, _ = TABLES[name]
+    suffix, row = ("_infer.txt", integer_row) if name == "integer" else (".txt", onnx_row)
+    rows = [row(label, path) for label, path in model_logs(Path(logs) / folder, suffix)]
+    if not rows:
+        raise SystemExit(f"error: no model logs in {Path(logs) / folder}: run its run.sh first")
+    lines = [header, "|---" * 5 + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--logs", default=ROOT / "result", type=Path,
+                   help="folder holding int_res20/ and onnx_res20/")
+    p.add_argument("--docs", default=ROOT / "docs", type=Path,
+                   help="folder holding export.md and onnx.md")
+    p.add_argument("--update", action="store_true",
+                   help="write each table into its doc's marked block instead of printing it")
+    args = p.parse_args(argv)
+    tables = {name: table(name, args.logs) for name in TABLES}  # every log read before writing
+    for name, text in tables.items():
+        if args.update:
+            doc = args.docs / TABLES[name][2]
+            update_block(doc, text, *markers(name))
+            print(f"updated the {name} table of {doc}")
+        else:
+            print(f"{text}\n")
+
+
+if __name__ == "__main__":
+    main()
