@@ -217,7 +217,7 @@ def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tm
     assert png_size(tmp_path / "res20_alphas.png") == (1080, 780)  # 9 x 6.5 inches at 120 dpi
 
 
-def test_level_usage_counts_weights_on_each_level(tmp_path):
+def test_level_usage_counts_weights_on_each_level(tmp_path, tiny_cifar):
     """A conv whose weights are a quarter +1, a quarter -1 and half 0 normalises to +-s, 0 with
     s = 1 / sqrt(1152 / 2303) = 1.414; at alpha_w 2 the magnitude 0.707 rounds to the 2-bit level
     1, at alpha_w 3 (0.471) to 0."""
@@ -240,6 +240,27 @@ def test_level_usage_counts_weights_on_each_level(tmp_path):
     assert rows["layer1.0.conv1"] == ["2.000", "|", "50.0", "50.0"] * 2
     assert rows["layer1.0.conv2"] == ["3.000", "|", "100.0", "0.0"] * 2
     assert len(rows) == 20
+    # stem channels 0-3 silenced (BatchNorm gamma 0, beta -1: ReLU gives 0), and layer1.0.conv1
+    # weights 1 on those inputs, 0 on the others: mean 1/4, sd sqrt(432 / 2303) = 0.433, so
+    # they normalise to 1.732 and -0.577, at alpha_w 2 magnitudes 0.866 (level 1) and 0.289
+    # (level 0): 25% on level 1 counting every weight, none counting the live inputs alone
+    with torch.no_grad():
+        model.bn1.weight[:4], model.bn1.bias[:4] = 0.0, -1.0
+        model.layer1[0].conv1.weight.zero_()
+        model.layer1[0].conv1.weight[:, :4] = 1.0
+    torch.save({"state_dict": model.state_dict(), "bit": 2, "arch": "res20"}, tmp_path / "s.pth")
+    proc = run_in_process(main, tmp_path / "s.pth", cwd=tmp_path)
+    assert proc.stdout.splitlines()[2].split() == ["layer1.0.conv1", "2.000", "|", "75.0", "25.0"]
+    proc = run_in_process(main, tmp_path / "s.pth", "--data", tiny_cifar, "--limit", 30,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "share of weights of the input channels live on 30 test images" in lines[0]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert rows["layer1.0.conv1"] == ["2.000", "|", "100.0", "0.0", "|", "4/16"]
+    # conv1 reads only silent inputs through its nonzero weights: conv2's inputs are all silent
+    assert rows["layer1.0.conv2"] == ["3.000", "|", "-", "-", "|", "16/16"] and len(rows) == 20
+    assert rows["layer1.1.conv1"][-1] == "4/16"  # the identity shortcut carries the stem's
 
 
 EXPORT_LOG = ("wrote x/{name}.apot: {size} bytes (float checkpoint c.pth.tar: 2,000,000 bytes, "
