@@ -16,16 +16,11 @@ import argparse
 
 import torch
 
-from apot.export import integer_terms, load_quantized_model
+from apot.export import integer_terms, load_quantized_model, quantized_convs
 from apot.levels import SUPPORTED_BITS, weight_levels
 from apot.projection import compilation
 from apot.training import ArgumentParser, cli_main, positive_int
 from CIFAR.export import VARIANT
-from CIFAR.quant_layer import QuantConv2d
-
-
-def quantized_convs(model):
-    return {name: m for name, m in model.named_modules() if isinstance(m, QuantConv2d)}
 
 
 def silent_inputs(model, batches):
@@ -35,11 +30,11 @@ def silent_inputs(model, batches):
 
     def record(name):
         def hook(conv, inputs):
-            seen = (conv.quantize_input(inputs[0]) != 0).any(dim=3).any(dim=2).any(dim=0)
+            seen = (conv.quantize_input(inputs[0]) != 0).any(dim=(0, 2, 3))
             live[name] = live[name] | seen if name in live else seen
         return hook
 
-    for name, conv in quantized_convs(model).items():
+    for name, conv in quantized_convs(model, VARIANT.conv_type).items():
         hooks.append(conv.register_forward_pre_hook(record(name)))
     with torch.no_grad(), compilation(False):  # a few batches: compiling would not pay off
         for x, _ in batches:
@@ -55,7 +50,7 @@ def level_shares(model, silent=None):
     counting only the input channels that silent (if given) does not mark; None for a
     layer whose every input is silent."""
     out = {}
-    for name, m in quantized_convs(model).items():
+    for name, m in quantized_convs(model, VARIANT.conv_type).items():
         t = integer_terms(m)
         idx = t["index"] if silent is None else t["index"][:, ~silent[name]]
         idx = idx.flatten()

@@ -92,8 +92,12 @@ def eightbit_layers(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, (first_conv, last_fc))}
 
 
+def quantized_convs(model, conv_type):
+    return {n: m for n, m in model.named_modules() if isinstance(m, conv_type)}
+
+
 def export_model(model, meta, conv_type):
-    quant = {n: m for n, m in model.named_modules() if isinstance(m, conv_type)}
+    quant = quantized_convs(model, conv_type)
     if not quant:
         raise UserError("the checkpoint has no quantized convs (a 32-bit model): nothing to export")
     eightbit = eightbit_layers(model)
