@@ -17,14 +17,8 @@ from CIFAR.results_table import update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 WHO = {"authors": "authors'", "ours": "our"}
-FLOAT = re.compile(r"^float fake-quant model: top-1 (\d+\.\d\d); predictions agree on (\d+) of "
-                   r"(\d+) \((\d+\.\d\d)%\)$", re.M)
-TABLES = {  # name: (log folder, header, marker)
-    "integer": ("int_res20", "| checkpoint | file size (float checkpoint) | integer path top-1 | "
-                "float fake-quant top-1 | predictions agree |", "export.md"),
-    "onnx": ("onnx_res20", "| checkpoint | ONNX file (float checkpoint) | ONNX Runtime top-1 | "
-             "float fake-quant top-1 | predictions agree |", "onnx.md"),
-}
+FLOAT = (r"^float fake-quant model: top-1 (\d+\.\d\d); predictions agree on (\d+) of (\d+) "
+         r"\((\d+\.\d\d)%\)$")
 
 
 def markers(name):
@@ -52,7 +46,7 @@ def model_logs(folder, suffix):
 
 
 def agreement_cells(text, path):
-    float_top1, agree, total, share = search(FLOAT.pattern, text, path).groups()
+    float_top1, agree, total, share = search(FLOAT, text, path).groups()
     return [float_top1, f"{int(agree):,} of {int(total):,} ({share}%)"]
 
 
@@ -73,9 +67,17 @@ def onnx_row(label, log):
     return [label, f"{size[1]} B ({size[2]} B)", top1, *agreement_cells(text, log)]
 
 
+TABLES = {  # name: (log folder, one log per model ends with, its row, header, doc)
+    "integer": ("int_res20", "_infer.txt", integer_row, "| checkpoint | file size (float "
+                "checkpoint) | integer path top-1 | float fake-quant top-1 | predictions agree |",
+                "export.md"),
+    "onnx": ("onnx_res20", ".txt", onnx_row, "| checkpoint | ONNX file (float checkpoint) | "
+             "ONNX Runtime top-1 | float fake-quant top-1 | predictions agree |", "onnx.md"),
+}
+
+
 def table(name, logs):
-    folder, header, _ = TABLES[name]
-    suffix, row = ("_infer.txt", integer_row) if name == "integer" else (".txt", onnx_row)
+    folder, suffix, row, header, _ = TABLES[name]
     rows = [row(label, path) for label, path in model_logs(Path(logs) / folder, suffix)]
     if not rows:
         raise SystemExit(f"error: no model logs in {Path(logs) / folder}: run its run.sh first")
@@ -95,7 +97,7 @@ def main(argv=None):
     tables = {name: table(name, args.logs) for name in TABLES}  # every log read before writing
     for name, text in tables.items():
         if args.update:
-            doc = args.docs / TABLES[name][2]
+            doc = args.docs / TABLES[name][-1]
             update_block(doc, text, *markers(name))
             print(f"updated the {name} table of {doc}")
         else:
