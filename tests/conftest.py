@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from apot.projection import compilation
@@ -40,6 +41,19 @@ def write_tiny_cifar(root, n_train=64, n_test=40, classes=10, seed=0):
              "labels": rng.integers(0, classes, n_test).tolist()}
     (folder / "test_batch").write_bytes(pickle.dumps(entry))
     return Path(root)
+
+
+def share_the_cores_between_workers():
+    """Each pytest-xdist worker takes its share of the cores, in its own process and in those it
+    starts: workers using every core each oversubscribe the CPU and run slower together."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+share_the_cores_between_workers()
 
 
 @pytest.fixture(scope="session", autouse=True)
