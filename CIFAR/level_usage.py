@@ -61,14 +61,16 @@ def level_shares(model, silent=None):
 
 
 def run(args):
-    runs = []
+    runs, batches = [], {}  # batches: the test images, read once per number of classes
     for path in args.checkpoints:
         model, meta = load_quantized_model(path, VARIANT, args.arch, args.bit, "apot")
         silent = None
         if args.data:
-            batches = VARIANT.eval_batches(argparse.Namespace(data=args.data, limit=args.limit,
-                                                              batch=500), meta["num_classes"])[1]
-            silent = silent_inputs(model, batches)
+            classes = meta["num_classes"]
+            if classes not in batches:
+                batches[classes] = list(VARIANT.eval_batches(
+                    argparse.Namespace(data=args.data, limit=args.limit, batch=500), classes)[1])
+            silent = silent_inputs(model, batches[classes])
         runs.append((path, meta["bit"], level_shares(model, silent), silent))
     live = f" of the input channels live on {args.limit} test images" if args.data else ""
     for i, (path, bit, _, _) in enumerate(runs):

@@ -251,16 +251,18 @@ def test_level_usage_counts_weights_on_each_level(tmp_path, tiny_cifar):
     torch.save({"state_dict": model.state_dict(), "bit": 2, "arch": "res20"}, tmp_path / "s.pth")
     proc = run_in_process(main, tmp_path / "s.pth", cwd=tmp_path)
     assert proc.stdout.splitlines()[2].split() == ["layer1.0.conv1", "2.000", "|", "75.0", "25.0"]
-    proc = run_in_process(main, tmp_path / "s.pth", "--data", tiny_cifar, "--limit", 30,
-                          cwd=tmp_path)
+    # twice: the second checkpoint sees the same test images as the first
+    proc = run_in_process(main, tmp_path / "s.pth", tmp_path / "s.pth", "--data", tiny_cifar,
+                          "--limit", 30, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "share of weights of the input channels live on 30 test images" in lines[0]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
-    assert rows["layer1.0.conv1"] == ["2.000", "|", "100.0", "0.0", "|", "4/16"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    assert rows["layer1.0.conv1"] == ["2.000", "|", "100.0", "0.0", "|", "4/16"] * 2
     # conv1 reads only silent inputs through its nonzero weights: conv2's inputs are all silent
-    assert rows["layer1.0.conv2"] == ["3.000", "|", "-", "-", "|", "16/16"] and len(rows) == 20
-    assert rows["layer1.1.conv1"][-1] == "4/16"  # the identity shortcut carries the stem's
+    assert rows["layer1.0.conv2"] == ["3.000", "|", "-", "-", "|", "16/16"] * 2
+    assert len(rows) == 20
+    assert rows["layer1.1.conv1"][5::6] == ["4/16"] * 2  # the identity shortcut carries the stem's
 
 
 EXPORT_LOG = ("wrote x/{name}.apot: {size} bytes (float checkpoint c.pth.tar: 2,000,000 bytes, "
