@@ -18,12 +18,11 @@ the best and any other epoch of a nearly converged run are, from test-set noise 
 """
 import argparse
 import csv
-import os
 import re
 import statistics
 from pathlib import Path
 
-from apot.training import stage_name
+from apot.training import atomic_write, stage_name
 from CIFAR.main import LR_STEPS
 
 STAGES = (32, 4, 3, 2)
@@ -100,7 +99,7 @@ def table(runs, epochs, start=LR_STEPS[-1]):
 
 def update_block(path, text, begin=BEGIN, end=END):
     """Replace what lies between the begin and end marker lines of the file at path (and
-    nothing else) with text; written to a temporary file, then renamed."""
+    nothing else) with text, atomically."""
     with open(path) as f:
         doc = f.read()
     if doc.count(begin) != 1 or doc.count(end) != 1 or doc.index(begin) > doc.index(end):
@@ -108,10 +107,7 @@ def update_block(path, text, begin=BEGIN, end=END):
                          f"'{end}' line around the generated table")
     head, rest = doc.split(begin, 1)
     _, tail = rest.split(end, 1)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{head}{begin}\n{text}\n{end}{tail}")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(f"{head}{begin}\n{text}\n{end}{tail}"), text=True)
 
 
 def last_phase_spread(runs, epochs, start):

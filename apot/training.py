@@ -6,8 +6,8 @@ import csv
 import json
 import math
 import os
+import secrets
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -22,18 +22,18 @@ from apot.projection import compilation
 
 # --- checkpoints -------------------------------------------------------------------------------
 
-def atomic_write(path, write):
-    """write(binary file) into a temporary file in the same folder, then rename: a crash never
-    leaves a truncated file, and the previous one stays intact until the new one is complete.
-    The file gets the permissions open() would give it (mkstemp's are owner-only)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+def atomic_write(path, write, text=False):
+    """write(file) into a temporary file in the same folder, then rename: a crash never leaves a
+    truncated file, and the previous one stays intact until the new one is complete. The
+    temporary file is created as open() creates one (0o666 less the umask, which the kernel
+    applies), so the result has the permissions a plain write would give it. text: a text file
+    with newline="" (csv writes its own line ends)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".tmp-{name}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "w", newline="") if text else os.fdopen(fd, "wb") as f:
             write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -196,18 +196,16 @@ def epoch_row(epoch, lr, best, started, **metrics):
 
 
 def write_log(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    def write(f):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
+    atomic_write(path, write, text=True)
 
 
 def write_args(path, args):
-    with open(path, "w") as f:
-        json.dump(vars(args), f, indent=2, sort_keys=True)
-        f.write("\n")
+    atomic_write(path, lambda f: f.write(json.dumps(vars(args), indent=2, sort_keys=True) + "\n"),
+                 text=True)
 
 
 def report_final(history, best_prec, say):

@@ -110,3 +110,28 @@ def test_atomic_write_gives_the_permissions_open_would(tmp_path):
     assert oct((tmp_path / "a.bin").stat().st_mode & 0o777) == oct(0o640)
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+
+
+def test_an_interrupted_atomic_write_keeps_the_previous_file_and_leaves_nothing(tmp_path):
+    from apot.training import atomic_write
+    (tmp_path / "log.csv").write_bytes(b"old\r\n")
+
+    def crash(f):
+        f.write("new, half written")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "log.csv", crash, text=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["log.csv"]
+    assert (tmp_path / "log.csv").read_bytes() == b"old\r\n"
+
+
+def test_log_and_args_files_are_written_byte_for_byte(tmp_path):
+    """The formats the committed runs have: csv rows end in CRLF (csv's own line end, which text
+    mode must not translate), args.json is sorted, indented by 2 and ends in a newline."""
+    import argparse
+    from apot.training import write_args, write_log
+    write_log(str(tmp_path / "log.csv"), [dict(epoch=0, lr=0.04), dict(epoch=1, lr=0.004)])
+    assert (tmp_path / "log.csv").read_bytes() == b"epoch,lr\r\n0,0.04\r\n1,0.004\r\n"
+    write_args(str(tmp_path / "args.json"), argparse.Namespace(lr=0.04, arch="res20"))
+    assert (tmp_path / "args.json").read_bytes() == b'{\n  "arch": "res20",\n  "lr": 0.04\n}\n'
