@@ -12,6 +12,7 @@ model, and how many predictions agree.
 import argparse
 import re
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from CIFAR.results_table import update_block
 
@@ -67,21 +68,29 @@ def onnx_row(label, log):
     return [label, f"{size[1]} B ({size[2]} B)", top1, *agreement_cells(text, log)]
 
 
-TABLES = {  # name: (log folder, one log per model ends with, its row, header, doc)
-    "integer": ("int_res20", "_infer.txt", integer_row, "| checkpoint | file size (float "
-                "checkpoint) | integer path top-1 | float fake-quant top-1 | predictions agree |",
-                "export.md"),
-    "onnx": ("onnx_res20", ".txt", onnx_row, "| checkpoint | ONNX file (float checkpoint) | "
-             "ONNX Runtime top-1 | float fake-quant top-1 | predictions agree |", "onnx.md"),
+class Table(NamedTuple):
+    folder: str  # under --logs
+    suffix: str  # how the one log per model ends
+    row: Callable  # (label, log path) -> the row's cells
+    header: str
+    doc: str  # under --docs
+
+
+TABLES = {
+    "integer": Table("int_res20", "_infer.txt", integer_row, "| checkpoint | file size (float "
+                     "checkpoint) | integer path top-1 | float fake-quant top-1 | predictions "
+                     "agree |", "export.md"),
+    "onnx": Table("onnx_res20", ".txt", onnx_row, "| checkpoint | ONNX file (float checkpoint) "
+                  "| ONNX Runtime top-1 | float fake-quant top-1 | predictions agree |", "onnx.md"),
 }
 
 
 def table(name, logs):
-    folder, suffix, row, header, _ = TABLES[name]
-    rows = [row(label, path) for label, path in model_logs(Path(logs) / folder, suffix)]
+    t = TABLES[name]
+    rows = [t.row(label, path) for label, path in model_logs(Path(logs) / t.folder, t.suffix)]
     if not rows:
-        raise SystemExit(f"error: no model logs in {Path(logs) / folder}: run its run.sh first")
-    lines = [header, "|---" * 5 + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+        raise SystemExit(f"error: no model logs in {Path(logs) / t.folder}: run its run.sh first")
+    lines = [t.header, "|---" * 5 + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -97,7 +106,7 @@ def main(argv=None):
     tables = {name: table(name, args.logs) for name in TABLES}  # every log read before writing
     for name, text in tables.items():
         if args.update:
-            doc = args.docs / TABLES[name][-1]
+            doc = args.docs / TABLES[name].doc
             update_block(doc, text, *markers(name))
             print(f"updated the {name} table of {doc}")
         else:
