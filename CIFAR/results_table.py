@@ -4,6 +4,7 @@
 
     python CIFAR/results_table.py --update README.md   # rewrites only the README's block
     python CIFAR/results_table.py --finished           # e.g. "32 4": the finished stages
+    python CIFAR/results_table.py --gaps               # the numbers "where we differ" cites
 
 One markdown row per stage (FP32, 4, 3, 2 bits): epochs done, our best test accuracy and its
 epoch (what model_best.pth.tar holds), the final epoch's accuracy, the mean and sd of the test
@@ -15,6 +16,11 @@ ours). A stage that has not reached --epochs says so instead of a final accuracy
 Below the table, for each finished stage, the spread of its test accuracy over the last lr
 phase (from epoch 225 on, where the step schedule's lr is 0.001 of the stage's): how far apart
 the best and any other epoch of a nearly converged run are, from test-set noise alone.
+
+--gaps prints, for each finished stage, how our best compares with our last-phase mean and with
+each reference (also in units of the last-phase sd), and for a quantized stage how its drop from
+FP32 compares with the references' drops, the gap to each split into its FP32 part and the
+stage's own part: the arithmetic of docs/reproduction.md's "where we differ", done once.
 """
 import argparse
 import csv
@@ -124,6 +130,40 @@ def last_phase_spread(runs, epochs, start):
     return "\n".join(lines)
 
 
+def stage_gaps(bit, rows, start, fp32_best):
+    """The --gaps lines of one finished stage; fp32_best is our finished FP32's best, or None."""
+    name, best, phase = stage_name(bit), max(last_phase(rows, 0)), last_phase(rows, start)
+    mean, sd = statistics.mean(phase), statistics.stdev(phase)
+
+    def in_sd(diff):
+        return f"{diff / sd:+.1f} sd" if sd else "sd is 0"
+
+    refs = list(zip(("the paper", "the authors' README", "the rerun"), REFERENCE[bit],
+                    map(float, REFERENCE[bit]), map(float, REFERENCE[32])))
+    lines = [f"{name}: best {best:.2f}, last-phase mean {mean:.2f} (sd {sd:.2f}): best - mean "
+             f"{best - mean:+.2f} ({in_sd(best - mean)})",
+             f"{name}: best - reference: " + ", ".join(
+                 f"{who} {text} {best - ref:+.2f} ({in_sd(best - ref)})"
+                 for who, text, ref, _ in refs)]
+    if bit == 32 or fp32_best is None:
+        return lines
+    return lines + [
+        f"{name}: drop of the best from FP32: ours {fp32_best - best:+.2f}, " + ", ".join(
+            f"{who}'s {ref32 - ref:+.2f}" for who, _, ref, ref32 in refs),
+        f"{name}: their drop minus ours, split into FP32 (theirs minus ours) and {name} (ours "
+        "minus theirs): " + "; ".join(
+            f"{who} {ref32 - ref - fp32_best + best:+.2f} (FP32 {ref32 - fp32_best:+.2f}, "
+            f"{name} {best - ref:+.2f})" for who, _, ref, ref32 in refs)]
+
+
+def gaps(runs, epochs, start):
+    """The --gaps lines of every finished stage."""
+    finished = {bit: rows for bit, rows in runs.items() if len(rows) >= epochs}
+    fp32_best = max(float(r["test_acc"]) for r in finished[32]) if 32 in finished else None
+    return "\n".join(line for bit in STAGES if bit in finished
+                     for line in stage_gaps(bit, finished[bit], start, fp32_best))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
@@ -133,10 +173,16 @@ def main(argv=None):
     p.add_argument("--finished", action="store_true",
                    help="print only the bit-widths of the stages with all --epochs logged, "
                         "as the scripts under result/ that use finished models read them")
+    p.add_argument("--gaps", action="store_true",
+                   help="print how each finished stage's best compares with its mean and the "
+                        "references, instead of the table")
     args = p.parse_args(argv)
     runs = find_runs(args.results, args.arch)
     if args.finished:
         print(" ".join(str(b) for b in STAGES if len(runs.get(b, ())) >= args.epochs))
+        return
+    if args.gaps:
+        print(gaps(runs, args.epochs, LR_STEPS[-1]))
         return
     text = table(runs, args.epochs)
     spread = last_phase_spread(runs, args.epochs, LR_STEPS[-1])

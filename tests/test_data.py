@@ -114,16 +114,20 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
     assert png_size(tmp_path / "res20_curves.png") == (1440, 540)  # 12 x 4.5 inches at 120 dpi
 
 
-def test_results_table_is_computed_from_the_logs(tmp_path):
-    from CIFAR.results_table import find_runs, last_phase_spread, table
-    logs = {32: [(90.0, 60), (91.5, 70), (91.2, 80)], 4: [(91.0, 100), (91.4, 90), (91.4, 110)],
-            3: [(88.0, 100)]}
+def write_logs(folder, logs):
+    """folder/res20_<bit>bit/log.csv for each {bit: [(test accuracy, seconds) per epoch]}."""
     for bit, rows in logs.items():
-        run = tmp_path / f"res20_{bit}bit"
+        run = folder / f"res20_{bit}bit"
         run.mkdir()
         body = "".join(f"{e},0.1,1.0,50.0,1.0,{acc},0,{sec}\n" for e, (acc, sec) in enumerate(rows))
         (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
                                      "seconds\n" + body)
+
+
+def test_results_table_is_computed_from_the_logs(tmp_path):
+    from CIFAR.results_table import find_runs, last_phase_spread, table
+    write_logs(tmp_path, {32: [(90.0, 60), (91.5, 70), (91.2, 80)],
+                          4: [(91.0, 100), (91.4, 90), (91.4, 110)], 3: [(88.0, 100)]})
     lines = table(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines()
     # last phase = epochs 1-2: FP32 91.5, 91.2 (mean 91.35, sample sd 0.212); 4-bit 91.4, 91.4
     assert lines[2] == ("| FP32 | 3/3 | 91.50 (1) | 91.20 | 91.35 (0.21) |  |  | 70 | 91.6 | "
@@ -142,6 +146,35 @@ def test_results_table_is_computed_from_the_logs(tmp_path):
     assert last_phase_spread(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines() == [
         "FP32, epochs 1-2: test accuracy mean 91.35, sd 0.21, min 91.20, max 91.50",
         "4-bit, epochs 1-2: test accuracy mean 91.40, sd 0.00, min 91.40, max 91.40"]
+
+
+def test_gaps_compare_each_finished_stage_with_its_mean_and_the_references(tmp_path):
+    from CIFAR.results_table import find_runs, gaps
+    # last phase = epochs 1-3, three values m - d, m, m + d: mean m, sample sd d
+    write_logs(tmp_path, {32: [(90.0, 1), (92.6, 1), (92.7, 1), (92.8, 1)],
+                          4: [(91.0, 1), (92.35, 1), (92.6, 1), (92.85, 1)], 3: [(88.0, 1)]})
+    runs = find_runs(tmp_path, "res20")
+    assert gaps(runs, epochs=4, start=1).splitlines() == [
+        "FP32: best 92.80, last-phase mean 92.70 (sd 0.10): best - mean +0.10 (+1.0 sd)",
+        "FP32: best - reference: the paper 91.6 +1.20 (+12.0 sd), the authors' README 92.96 "
+        "-0.16 (-1.6 sd), the rerun 92.90 -0.10 (-1.0 sd)",
+        "4-bit: best 92.85, last-phase mean 92.60 (sd 0.25): best - mean +0.25 (+1.0 sd)",
+        "4-bit: best - reference: the paper 92.3 +0.55 (+2.2 sd), the authors' README 92.45 "
+        "+0.40 (+1.6 sd), the rerun 92.56 +0.29 (+1.2 sd)",
+        # drops: ours 92.80 - 92.85; the paper's 91.6 - 92.3, the README's 92.96 - 92.45, ...
+        "4-bit: drop of the best from FP32: ours -0.05, the paper's -0.70, the authors' README's "
+        "+0.51, the rerun's +0.34",
+        # e.g. the README: +0.51 - (-0.05) = (92.96 - 92.80) + (92.85 - 92.45)
+        "4-bit: their drop minus ours, split into FP32 (theirs minus ours) and 4-bit (ours minus "
+        "theirs): the paper -0.65 (FP32 -1.20, 4-bit +0.55); the authors' README +0.56 (FP32 "
+        "+0.16, 4-bit +0.40); the rerun +0.39 (FP32 +0.10, 4-bit +0.29)"]
+    # without a finished FP32 stage there is no drop; a flat last phase has no sd to count in
+    (tmp_path / "b").mkdir()
+    write_logs(tmp_path / "b", {32: [(90.0, 1)] * 3, 2: [(80.0, 1)] + [(90.0, 1)] * 3})
+    assert gaps(find_runs(tmp_path / "b", "res20"), epochs=4, start=1).splitlines() == [
+        "2-bit: best 90.00, last-phase mean 90.00 (sd 0.00): best - mean +0.00 (sd is 0)",
+        "2-bit: best - reference: the paper 91.0 -1.00 (sd is 0), the authors' README 90.96 "
+        "-0.96 (sd is 0), the rerun 91.02 -1.02 (sd is 0)"]
 
 
 def test_results_table_needs_no_plotting_library():
