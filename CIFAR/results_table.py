@@ -66,6 +66,10 @@ def last_phase(rows, start):
     return [float(r["test_acc"]) for r in rows if int(r["epoch"]) >= start]
 
 
+def best_accuracy(rows):
+    return max(float(r["test_acc"]) for r in rows)
+
+
 def stage_cells(rows, epochs, fp32, start):
     """The cells of one stage's log rows; fp32 = (best, last-phase mean) of a finished FP32
     stage, or None. Final accuracy, last-phase mean and drops only for a finished stage."""
@@ -93,8 +97,7 @@ def table(runs, epochs, start=LR_STEPS[-1]):
     fp32 = runs.get(32)
     fp32_stats = None
     if fp32 and len(fp32) >= epochs:
-        fp32_stats = (max(float(r["test_acc"]) for r in fp32),
-                      statistics.mean(last_phase(fp32, start)))
+        fp32_stats = (best_accuracy(fp32), statistics.mean(last_phase(fp32, start)))
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for bit in STAGES:
         ours = (stage_cells(runs[bit], epochs, None if bit == 32 else fp32_stats, start)
@@ -132,7 +135,7 @@ def last_phase_spread(runs, epochs, start):
 
 def stage_gaps(bit, rows, start, fp32_best):
     """The --gaps lines of one finished stage; fp32_best is our finished FP32's best, or None."""
-    name, best, phase = stage_name(bit), max(last_phase(rows, 0)), last_phase(rows, start)
+    name, best, phase = stage_name(bit), best_accuracy(rows), last_phase(rows, start)
     mean, sd = statistics.mean(phase), statistics.stdev(phase)
 
     def in_sd(diff):
@@ -159,7 +162,7 @@ def stage_gaps(bit, rows, start, fp32_best):
 def gaps(runs, epochs, start):
     """The --gaps lines of every finished stage."""
     finished = {bit: rows for bit, rows in runs.items() if len(rows) >= epochs}
-    fp32_best = max(float(r["test_acc"]) for r in finished[32]) if 32 in finished else None
+    fp32_best = best_accuracy(finished[32]) if 32 in finished else None
     return "\n".join(line for bit in STAGES if bit in finished
                      for line in stage_gaps(bit, finished[bit], start, fp32_best))
 
