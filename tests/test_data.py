@@ -1,4 +1,8 @@
 """CIFAR loading and whole-batch augmentation against per-image references."""
+import os
+import re
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -359,3 +363,28 @@ def test_the_docs_export_tables_are_the_committed_logs():
         begin, end = markers(name)
         text = (ROOT / "docs" / doc).read_text()
         assert text.split(begin + "\n")[1].split("\n" + end)[0] == table(name, ROOT / "result")
+
+
+def test_res20_models_lists_the_authors_and_our_finished_stages_or_only_the_named(tmp_path):
+    def models(*names):
+        return subprocess.run(["bash", "result/res20_models.sh", *names], cwd=ROOT,
+                              env=dict(os.environ, APOT_DATA=str(tmp_path)),
+                              capture_output=True, text=True, timeout=120)
+    official = tmp_path / "apot-official-res20"
+    every = models().stdout.splitlines()
+    assert every[:3] == [f"authors_{b}bit {official}/res20_{b}bit.pth.tar {b}" for b in (4, 3, 2)]
+    for line in every[3:]:  # our stages, once finished: their model_best is committed
+        name, ckpt, bit = line.split()
+        assert name == f"ours_{bit}bit" and (ROOT / ckpt).is_file()
+        assert ckpt == f"result/reference/res20_{bit}bit/model_best.pth.tar"
+    named = models("authors_2bit", "authors_4bit")
+    assert named.stdout.splitlines() == [every[2], every[0]] and named.returncode == 0
+    for bad in ("ours_5bit", "authors_.*", "authors_2bit authors_3bit"):
+        proc = models("authors_3bit", bad)
+        assert_one_line_error(proc, rf"^error: no model named '{re.escape(bad)}' in res20_models")
+        assert proc.stdout == ""
+    # a bad name stops the export scripts before they run or rewrite anything
+    proc = subprocess.run(["bash", "result/onnx_res20/run.sh", "ours_5bit"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc, r"^error: no model named 'ours_5bit'")
+

@@ -3,6 +3,8 @@
 # (result/res20_models.sh) to ONNX with integer convolutions, and run each with ONNX Runtime on
 # the whole CIFAR-10 test set beside the float fake-quant checkpoint. Run from the repository
 # root; writes <name>.txt here (the .onnx files are not kept).
+# With NAME arguments (res20_models.sh's names, e.g. ours_2bit once that stage ends) it runs
+# only those models; the tables are rewritten from every log here either way.
 set -euo pipefail
 data=${APOT_DATA:-../shared/data}/cifar10
 out=result/onnx_res20
@@ -13,7 +15,7 @@ run() {  # name checkpoint bit
   python CIFAR/export.py ort "$tmp/$1.onnx" --data "$data" --compare "$2" --bit "$3" \
     --no-progress >> "$out/$1.txt"
 }
-bash result/res20_models.sh | while read -r name ckpt bit; do
+bash result/res20_models.sh "$@" | while read -r name ckpt bit; do
   run "$name" "$ckpt" "$bit" < /dev/null
 done
 python CIFAR/export_tables.py --update  # the tables of docs/export.md and docs/onnx.md
