@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from apot.export import integer_terms, load_quantized_model, quantized_convs
+from apot.export import integer_terms, load_quantized_model, modules_of_type
 from apot.levels import SUPPORTED_BITS, weight_levels
 from apot.projection import compilation
 from apot.training import ArgumentParser, cli_main, positive_int
@@ -34,7 +34,7 @@ def silent_inputs(model, batches):
             live[name] = live[name] | seen if name in live else seen
         return hook
 
-    for name, conv in quantized_convs(model, VARIANT.conv_type).items():
+    for name, conv in modules_of_type(model, VARIANT.conv_type).items():
         hooks.append(conv.register_forward_pre_hook(record(name)))
     with torch.no_grad(), compilation(False):  # a few batches: compiling would not pay off
         for x, _ in batches:
@@ -50,7 +50,7 @@ def level_shares(model, silent=None):
     counting only the input channels that silent (if given) does not mark; None for a
     layer whose every input is silent."""
     out = {}
-    for name, m in quantized_convs(model, VARIANT.conv_type).items():
+    for name, m in modules_of_type(model, VARIANT.conv_type).items():
         t = integer_terms(m)
         idx = t["index"] if silent is None else t["index"][:, ~silent[name]]
         idx = idx.flatten()

@@ -88,19 +88,19 @@ def export_conv(conv):
             "a_mids": t["a_mids"].clone(), "scale": t["scale"]}
 
 
-def eightbit_layers(model):
-    return {n: m for n, m in model.named_modules() if isinstance(m, (first_conv, last_fc))}
+EIGHTBIT = (first_conv, last_fc)  # the layers every model keeps at 8 bits
 
 
-def quantized_convs(model, conv_type):
-    return {n: m for n, m in model.named_modules() if isinstance(m, conv_type)}
+def modules_of_type(model, types):
+    """{name: module} of the model's modules that are instances of types, in module order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, types)}
 
 
 def export_model(model, meta, conv_type):
-    quant = quantized_convs(model, conv_type)
+    quant = modules_of_type(model, conv_type)
     if not quant:
         raise UserError("the checkpoint has no quantized convs (a 32-bit model): nothing to export")
-    eightbit = eightbit_layers(model)
+    eightbit = modules_of_type(model, EIGHTBIT)
     prefixes, codes_instead = tuple(f"{n}." for n in quant), {f"{n}.weight" for n in eightbit}
     rest = {k: v for k, v in model.state_dict().items()
             if not k.startswith(prefixes) and k not in codes_instead}
@@ -190,7 +190,7 @@ def build_int_model(blob, variant):
                                         quant=blob["quant"])
     for name, layer in blob["layers"].items():
         set_submodule(model, name, IntConv(layer))
-    eightbit = {name: plain_copy(layer) for name, layer in eightbit_layers(model).items()}
+    eightbit = {name: plain_copy(layer) for name, layer in modules_of_type(model, EIGHTBIT).items()}
     for name, layer in eightbit.items():
         set_submodule(model, name, layer)
     model.load_state_dict(blob["float"], strict=False)
