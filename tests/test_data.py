@@ -366,10 +366,13 @@ def test_the_docs_export_tables_are_the_committed_logs():
 
 
 def test_res20_models_lists_the_authors_and_our_finished_stages_or_only_the_named(tmp_path):
-    def models(*names):
-        return subprocess.run(["bash", "result/res20_models.sh", *names], cwd=ROOT,
+    def bash(script, *args):
+        return subprocess.run(["bash", script, *args], cwd=ROOT,
                               env=dict(os.environ, APOT_DATA=str(tmp_path)),
                               capture_output=True, text=True, timeout=120)
+
+    def models(*names):
+        return bash("result/res20_models.sh", *names)
     official = tmp_path / "apot-official-res20"
     every = models().stdout.splitlines()
     assert every[:3] == [f"authors_{b}bit {official}/res20_{b}bit.pth.tar {b}" for b in (4, 3, 2)]
@@ -384,7 +387,5 @@ def test_res20_models_lists_the_authors_and_our_finished_stages_or_only_the_name
         assert_one_line_error(proc, rf"^error: no model named '{re.escape(bad)}' in res20_models")
         assert proc.stdout == ""
     # a bad name stops the export scripts before they run or rewrite anything
-    proc = subprocess.run(["bash", "result/onnx_res20/run.sh", "ours_5bit"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = bash("result/onnx_res20/run.sh", "ours_5bit")
     assert_one_line_error(proc, r"^error: no model named 'ours_5bit'")
-
