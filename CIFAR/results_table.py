@@ -15,7 +15,9 @@ ours). A stage that has not reached --epochs says so instead of a final accuracy
 
 Below the table, for each finished stage, the spread of its test accuracy over the last lr
 phase (from epoch 225 on, where the step schedule's lr is 0.001 of the stage's): how far apart
-the best and any other epoch of a nearly converged run are, from test-set noise alone.
+the best and any other epoch of a nearly converged run are, from test-set noise alone. main.py's
+lr milestones do not move with --epochs, so a shorter stage's last phase starts at the last
+milestone it reaches (150 for 200 epochs, 0 for fewer than 151).
 
 --gaps prints, for each finished stage, how our best compares with our last-phase mean and with
 each reference (also in units of the last-phase sd), and for a quantized stage how its drop from
@@ -28,7 +30,7 @@ import re
 import statistics
 from pathlib import Path
 
-from apot.training import atomic_write, stage_name
+from apot.training import atomic_write, positive_int, stage_name
 from CIFAR.main import LR_STEPS
 
 STAGES = (32, 4, 3, 2)
@@ -36,6 +38,8 @@ REFERENCE = {  # ResNet-20 on CIFAR-10, as docs/method.md lists them: (paper, RE
     32: ("91.6", "92.96", "92.90"), 4: ("92.3", "92.45", "92.56"), 3: ("92.2", "92.49", "92.53"),
     2: ("91.0", "90.96", "91.02"),
 }
+
+
 def find_runs(results, arch):
     """{bit: log.csv rows} of every RESULTS/<arch>_<bit>bit run folder with a non-empty log,
     highest bit-width first."""
@@ -62,8 +66,24 @@ BEGIN, END = "<!-- results-table: made by CIFAR/results_table.py --update -->", 
     "<!-- /results-table -->"
 
 
+def finished_runs(runs, epochs):
+    """The runs whose log has all `epochs` epochs."""
+    return {bit: rows for bit, rows in runs.items() if len(rows) >= epochs}
+
+
+def last_phase_start(epochs):
+    """The first epoch of the last lr phase of an `epochs`-epoch stage."""
+    return max(step for step in (0, *LR_STEPS) if step < epochs)
+
+
 def last_phase(rows, start):
     return [float(r["test_acc"]) for r in rows if int(r["epoch"]) >= start]
+
+
+def phase_stats(rows, start):
+    """Mean and sample sd of the test accuracy from epoch `start` on (sd nan for one epoch)."""
+    phase = last_phase(rows, start)
+    return statistics.mean(phase), statistics.stdev(phase) if len(phase) > 1 else float("nan")
 
 
 def best_accuracy(rows):
@@ -80,11 +100,10 @@ def stage_cells(rows, epochs, fp32, start):
     if len(rows) < epochs:
         return (f"{len(rows)}/{epochs}", f"{best:.2f} ({best_epoch})", "not finished", "", "",
                 "", f"{seconds:.0f}")
-    phase = last_phase(rows, start)
-    mean = statistics.mean(phase)
+    mean, sd = phase_stats(rows, start)
     drops = (f"{fp32[0] - best:+.2f}", f"{fp32[1] - mean:+.2f}") if fp32 else ("", "")
     return (f"{len(rows)}/{epochs}", f"{best:.2f} ({best_epoch})", f"{acc[-1]:.2f}",
-            f"{mean:.2f} ({statistics.stdev(phase):.2f})", *drops, f"{seconds:.0f}")
+            f"{mean:.2f} ({sd:.2f})", *drops, f"{seconds:.0f}")
 
 
 def reference_cells(bit):
@@ -93,11 +112,9 @@ def reference_cells(bit):
     return (paper + drop, readme, rerun)
 
 
-def table(runs, epochs, start=LR_STEPS[-1]):
-    fp32 = runs.get(32)
-    fp32_stats = None
-    if fp32 and len(fp32) >= epochs:
-        fp32_stats = (best_accuracy(fp32), statistics.mean(last_phase(fp32, start)))
+def table(runs, epochs, start):
+    fp32 = finished_runs(runs, epochs).get(32)
+    fp32_stats = (best_accuracy(fp32), phase_stats(fp32, start)[0]) if fp32 else None
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for bit in STAGES:
         ours = (stage_cells(runs[bit], epochs, None if bit == 32 else fp32_stats, start)
@@ -121,25 +138,20 @@ def update_block(path, text, begin=BEGIN, end=END):
 
 def last_phase_spread(runs, epochs, start):
     """One line per finished stage: mean, sd, min and max test accuracy from epoch `start` on."""
-    lines = []
-    for bit in STAGES:
-        rows = runs.get(bit, [])
-        if len(rows) < epochs:
-            continue
-        acc = last_phase(rows, start)
+    finished, lines = finished_runs(runs, epochs), []
+    for bit in (b for b in STAGES if b in finished):
+        acc, (mean, sd) = last_phase(finished[bit], start), phase_stats(finished[bit], start)
         lines.append(f"{stage_name(bit)}, epochs {start}-{epochs - 1}: test accuracy mean "
-                     f"{statistics.mean(acc):.2f}, sd {statistics.stdev(acc):.2f}, "
-                     f"min {min(acc):.2f}, max {max(acc):.2f}")
+                     f"{mean:.2f}, sd {sd:.2f}, min {min(acc):.2f}, max {max(acc):.2f}")
     return "\n".join(lines)
 
 
 def stage_gaps(bit, rows, start, fp32_best):
     """The --gaps lines of one finished stage; fp32_best is our finished FP32's best, or None."""
-    name, best, phase = stage_name(bit), best_accuracy(rows), last_phase(rows, start)
-    mean, sd = statistics.mean(phase), statistics.stdev(phase)
+    name, best, (mean, sd) = stage_name(bit), best_accuracy(rows), phase_stats(rows, start)
 
     def in_sd(diff):
-        return f"{diff / sd:+.1f} sd" if sd else "sd is 0"
+        return f"{diff / sd:+.1f} sd" if sd > 0 else f"sd is {sd:.0f}"
 
     refs = list(zip(("the paper", "the authors' README", "the rerun"), REFERENCE[bit],
                     map(float, REFERENCE[bit]), map(float, REFERENCE[32])))
@@ -161,7 +173,7 @@ def stage_gaps(bit, rows, start, fp32_best):
 
 def gaps(runs, epochs, start):
     """The --gaps lines of every finished stage."""
-    finished = {bit: rows for bit, rows in runs.items() if len(rows) >= epochs}
+    finished = finished_runs(runs, epochs)
     fp32_best = best_accuracy(finished[32]) if 32 in finished else None
     return "\n".join(line for bit in STAGES if bit in finished
                      for line in stage_gaps(bit, finished[bit], start, fp32_best))
@@ -170,7 +182,7 @@ def gaps(runs, epochs, start):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
-    p.add_argument("--epochs", default=300, type=int, help="epochs of a finished stage")
+    p.add_argument("--epochs", default=300, type=positive_int, help="epochs of a finished stage")
     p.add_argument("--update", default="", metavar="README",
                    help="write the table into this file's results block instead of printing it")
     p.add_argument("--finished", action="store_true",
@@ -180,15 +192,15 @@ def main(argv=None):
                    help="print how each finished stage's best compares with its mean and the "
                         "references, instead of the table")
     args = p.parse_args(argv)
-    runs = find_runs(args.results, args.arch)
+    runs, start = find_runs(args.results, args.arch), last_phase_start(args.epochs)
     if args.finished:
-        print(" ".join(str(b) for b in STAGES if len(runs.get(b, ())) >= args.epochs))
+        print(" ".join(str(b) for b in STAGES if b in finished_runs(runs, args.epochs)))
         return
     if args.gaps:
-        print(gaps(runs, args.epochs, LR_STEPS[-1]))
+        print(gaps(runs, args.epochs, start))
         return
-    text = table(runs, args.epochs)
-    spread = last_phase_spread(runs, args.epochs, LR_STEPS[-1])
+    text = table(runs, args.epochs, start)
+    spread = last_phase_spread(runs, args.epochs, start)
     if spread:
         text += "\n\n" + spread
     if args.update:

@@ -181,6 +181,33 @@ def test_gaps_compare_each_finished_stage_with_its_mean_and_the_references(tmp_p
         "-0.96 (sd is 0), the rerun 91.02 -1.02 (sd is 0)"]
 
 
+def test_a_short_stage_ends_in_the_lr_phase_its_schedule_reaches(tmp_path):
+    from CIFAR.main import LR_STEPS
+    from CIFAR.results_table import last_phase_start, main
+    for epochs in (1, 2, 150, 151, 152, 200, 225, 226, 227, 300):
+        # the first epoch trained at the lr the schedule ends with, from the scheduler itself
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=LR_STEPS, gamma=0.1)
+        lrs = []
+        for _ in range(epochs):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert last_phase_start(epochs) == lrs.index(lrs[-1]), epochs
+    # a 3-epoch smoke chain never reaches a milestone: its last phase is all 3 epochs
+    write_logs(tmp_path, {32: [(90.0, 1), (91.0, 1), (92.0, 1)], 4: [(89.0, 1)]})
+    proc = run_in_process(main, "--results", tmp_path, "--epochs", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "| FP32 | 3/3 | 92.00 (2) | 92.00 | 91.00 (1.00) |" in proc.stdout
+    assert ("FP32, epochs 0-2: test accuracy mean 91.00, sd 1.00, min 90.00, max 92.00"
+            in proc.stdout)
+    # one epoch has a mean but no sample sd
+    proc = run_in_process(main, "--results", tmp_path, "--epochs", "1", "--gaps", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[2] == ("4-bit: best 89.00, last-phase mean 89.00 (sd nan): "
+                                           "best - mean +0.00 (sd is nan)")
+
+
 def test_results_table_needs_no_plotting_library():
     from conftest import run_script
     proc = run_script("-c", "import sys, CIFAR.results_table; "
