@@ -14,7 +14,7 @@ drop from the paper's FP32, the authors' README, an independent rerun of the aut
 ours). A stage that has not reached --epochs says so instead of a final accuracy or a drop.
 
 Below the table, for each finished stage, the spread of its test accuracy over the last lr
-phase (from epoch 225 on, where the step schedule's lr is 0.001 of the stage's): how far apart
+phase (from epoch 225 on, where the step schedule's lr is 0.01 of the stage's): how far apart
 the best and any other epoch of a nearly converged run are, from test-set noise alone. main.py's
 lr milestones do not move with --epochs, so a shorter stage's last phase starts at the last
 milestone it reaches (150 for 200 epochs, 0 for fewer than 151).
