@@ -1,6 +1,6 @@
 """Learned clipping thresholds of every quantized layer: our quantized stages beside the authors'.
 
-    python CIFAR/plot_alphas.py [--results result/reference] [--arch res20]
+    python CIFAR/plot_alphas.py [--results result/reference] [--arch res20] [--epochs 300]
         [--official $APOT_DATA/apot-official-res20] [--out RESULTS/res20_alphas.png]
 
 Reads RESULTS/<arch>_<b>bit/model_best.pth.tar for b = 4, 3, 2 where present, and the
@@ -22,7 +22,6 @@ from apot.training import (data_root, load_checkpoint, stage_name,  # noqa: E402
 from CIFAR.results_table import add_run_arguments  # noqa: E402
 
 BITS = (4, 3, 2)
-STAGE_EPOCHS = 300
 ACT, WGT = ".act_alpha", ".weight_quant.wgt_alpha"
 
 
@@ -38,14 +37,14 @@ def trained_epochs(run_dir):
     return load_checkpoint(last)["epoch"] if last.is_file() else None
 
 
-def find_checkpoints(results, official, arch):
+def find_checkpoints(results, official, arch, stage_epochs=300):
     found = {}
     for bit in BITS:
         ours = Path(results) / f"{arch}_{bit}bit" / "model_best.pth.tar"
         theirs = Path(official) / f"{arch}_{bit}bit.pth.tar"
         epochs = trained_epochs(ours.parent)
         if ours.is_file():  # a stage still training says so in its label
-            part = "" if epochs in (None, STAGE_EPOCHS) else f" ({epochs} of {STAGE_EPOCHS} epochs)"
+            part = "" if epochs in (None, stage_epochs) else f" ({epochs} of {stage_epochs} epochs)"
             found[f"ours {stage_name(bit)}{part}"] = (bit, layer_alphas(ours))
         if theirs.is_file():
             found[f"authors' {stage_name(bit)}"] = (bit, layer_alphas(theirs))
@@ -81,7 +80,7 @@ def main(argv=None):
                    help="the authors' <arch>_<b>bit.pth.tar files (default: $APOT_DATA/...)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    found = find_checkpoints(args.results, args.official, args.arch)
+    found = find_checkpoints(args.results, args.official, args.arch, args.epochs)
     if not found:
         raise SystemExit(f"error: no quantized {args.arch} checkpoint under {args.results} or "
                          f"{args.official}")

@@ -53,10 +53,12 @@ def find_runs(results, arch):
 
 
 def add_run_arguments(p):
-    """--results and --arch: where the run folders are, and whose (the table's and figures')."""
+    """--results, --arch and --epochs: where the run folders are, whose, and how long a stage is
+    (the table's and figures')."""
     p.add_argument("--results", default="result/reference",
                    help="the folder of the run folders (default: our reference runs)")
     p.add_argument("--arch", default="res20")
+    p.add_argument("--epochs", default=300, type=positive_int, help="epochs of a finished stage")
 
 
 COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase mean (sd)",
@@ -182,7 +184,6 @@ def gaps(runs, epochs, start):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
-    p.add_argument("--epochs", default=300, type=positive_int, help="epochs of a finished stage")
     p.add_argument("--update", default="", metavar="README",
                    help="write the table into this file's results block instead of printing it")
     p.add_argument("--finished", action="store_true",

@@ -118,6 +118,20 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
     assert png_size(tmp_path / "res20_curves.png") == (1440, 540)  # 12 x 4.5 inches at 120 dpi
 
 
+def test_plot_curves_zooms_on_the_last_lr_phase_of_the_stage_length(tmp_path):
+    from CIFAR.plot_curves import plot
+    from CIFAR.results_table import find_runs
+    write_logs(tmp_path, {32: [(90.0 + e / 10, 1) for e in range(300)], 4: [(89.0, 1)] * 5})
+    runs = find_runs(tmp_path, "res20")
+    zoom = plot(runs, "res20", tmp_path / "a.png", epochs=300).axes[1]
+    assert zoom.get_xlim() == (225, 299) and zoom.get_title() == "last lr phase, epochs 225-299"
+    assert [tuple(line.get_xdata()[[0, -1]]) for line in zoom.lines] == [(225, 299)]  # FP32 only
+    # a 5-epoch smoke chain never reaches a milestone: its whole run is the last phase
+    zoom = plot(runs, "res20", tmp_path / "b.png", epochs=5).axes[1]
+    assert zoom.get_xlim() == (0, 4) and zoom.get_title() == "last lr phase, epochs 0-4"
+    assert [tuple(line.get_xdata()[[0, -1]]) for line in zoom.lines] == [(0, 4), (0, 4)]
+
+
 def write_logs(folder, logs):
     """folder/res20_<bit>bit/log.csv for each {bit: [(test accuracy, seconds) per epoch]}."""
     for bit, rows in logs.items():
