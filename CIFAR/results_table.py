@@ -193,6 +193,8 @@ def main(argv=None):
                    help="print how each finished stage's best compares with its mean and the "
                         "references, instead of the table")
     args = p.parse_args(argv)
+    if not Path(args.results).is_dir():  # a mistyped folder would write a table of no runs
+        raise SystemExit(f"error: --results {args.results} is not a folder")
     runs, start = find_runs(args.results, args.arch), last_phase_start(args.epochs)
     if args.finished:
         print(" ".join(str(b) for b in STAGES if b in finished_runs(runs, args.epochs)))

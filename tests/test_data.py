@@ -248,6 +248,10 @@ def test_update_rewrites_only_the_marked_block(tmp_path):
     proc = run_in_process(main, "--results", tmp_path, "--update", readme, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: .*README\.md needs exactly one")
     assert readme.read_text() == "no markers\n"
+    readme.write_text(f"{BEGIN}\nkept\n{END}\n")
+    proc = run_in_process(main, "--results", tmp_path / "reslut", "--update", readme, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --results .*reslut is not a folder$")
+    assert readme.read_text() == f"{BEGIN}\nkept\n{END}\n"
 
 
 def test_reads_cifar100_fine_labels(tmp_path):
