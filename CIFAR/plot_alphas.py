@@ -37,7 +37,7 @@ def trained_epochs(run_dir):
     return load_checkpoint(last)["epoch"] if last.is_file() else None
 
 
-def find_checkpoints(results, official, arch, stage_epochs=300):
+def find_checkpoints(results, official, arch, stage_epochs):
     found = {}
     for bit in BITS:
         ours = Path(results) / f"{arch}_{bit}bit" / "model_best.pth.tar"

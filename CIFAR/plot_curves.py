@@ -24,11 +24,11 @@ def plot(runs, arch, out, epochs):
     first, final = last_phase_start(epochs), epochs - 1
     fig, (ax, zoom) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw=dict(width_ratios=[3, 2]))
     for bit, rows in runs.items():
-        epochs = [int(r["epoch"]) for r in rows]
+        done = [int(r["epoch"]) for r in rows]  # `epochs` is the stage's length
         acc = [float(r["test_acc"]) for r in rows]
-        line, = ax.plot(epochs, acc, lw=1.2,
+        line, = ax.plot(done, acc, lw=1.2,
                         label=f"{stage_name(bit)}: best {max(acc):.2f}, {len(rows)} epochs")
-        last = [(e, a) for e, a in zip(epochs, acc) if first <= e <= final]
+        last = [(e, a) for e, a in zip(done, acc) if first <= e <= final]
         if last:
             zoom.plot(*zip(*last), lw=1.2, color=line.get_color())
     ax.set_xlabel("epoch")

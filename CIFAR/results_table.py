@@ -82,10 +82,9 @@ def last_phase(rows, start):
     return [float(r["test_acc"]) for r in rows if int(r["epoch"]) >= start]
 
 
-def phase_stats(rows, start):
-    """Mean and sample sd of the test accuracy from epoch `start` on (sd nan for one epoch)."""
-    phase = last_phase(rows, start)
-    return statistics.mean(phase), statistics.stdev(phase) if len(phase) > 1 else float("nan")
+def phase_stats(acc):
+    """Mean and sample sd of a phase's test accuracies (sd nan for one epoch)."""
+    return statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else float("nan")
 
 
 def best_accuracy(rows):
@@ -102,7 +101,7 @@ def stage_cells(rows, epochs, fp32, start):
     if len(rows) < epochs:
         return (f"{len(rows)}/{epochs}", f"{best:.2f} ({best_epoch})", "not finished", "", "",
                 "", f"{seconds:.0f}")
-    mean, sd = phase_stats(rows, start)
+    mean, sd = phase_stats(last_phase(rows, start))
     drops = (f"{fp32[0] - best:+.2f}", f"{fp32[1] - mean:+.2f}") if fp32 else ("", "")
     return (f"{len(rows)}/{epochs}", f"{best:.2f} ({best_epoch})", f"{acc[-1]:.2f}",
             f"{mean:.2f} ({sd:.2f})", *drops, f"{seconds:.0f}")
@@ -116,7 +115,7 @@ def reference_cells(bit):
 
 def table(runs, epochs, start):
     fp32 = finished_runs(runs, epochs).get(32)
-    fp32_stats = (best_accuracy(fp32), phase_stats(fp32, start)[0]) if fp32 else None
+    fp32_stats = (best_accuracy(fp32), phase_stats(last_phase(fp32, start))[0]) if fp32 else None
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for bit in STAGES:
         ours = (stage_cells(runs[bit], epochs, None if bit == 32 else fp32_stats, start)
@@ -142,7 +141,8 @@ def last_phase_spread(runs, epochs, start):
     """One line per finished stage: mean, sd, min and max test accuracy from epoch `start` on."""
     finished, lines = finished_runs(runs, epochs), []
     for bit in (b for b in STAGES if b in finished):
-        acc, (mean, sd) = last_phase(finished[bit], start), phase_stats(finished[bit], start)
+        acc = last_phase(finished[bit], start)
+        mean, sd = phase_stats(acc)
         lines.append(f"{stage_name(bit)}, epochs {start}-{epochs - 1}: test accuracy mean "
                      f"{mean:.2f}, sd {sd:.2f}, min {min(acc):.2f}, max {max(acc):.2f}")
     return "\n".join(lines)
@@ -150,7 +150,8 @@ def last_phase_spread(runs, epochs, start):
 
 def stage_gaps(bit, rows, start, fp32_best):
     """The --gaps lines of one finished stage; fp32_best is our finished FP32's best, or None."""
-    name, best, (mean, sd) = stage_name(bit), best_accuracy(rows), phase_stats(rows, start)
+    name, best = stage_name(bit), best_accuracy(rows)
+    mean, sd = phase_stats(last_phase(rows, start))
 
     def in_sd(diff):
         return f"{diff / sd:+.1f} sd" if sd > 0 else f"sd is {sd:.0f}"
@@ -197,7 +198,8 @@ def main(argv=None):
         raise SystemExit(f"error: --results {args.results} is not a folder")
     runs, start = find_runs(args.results, args.arch), last_phase_start(args.epochs)
     if args.finished:
-        print(" ".join(str(b) for b in STAGES if b in finished_runs(runs, args.epochs)))
+        finished = finished_runs(runs, args.epochs)
+        print(" ".join(str(b) for b in STAGES if b in finished))
         return
     if args.gaps:
         print(gaps(runs, args.epochs, start))
