@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apot.training import stage_name  # noqa: E402
-from CIFAR.results_table import add_run_arguments, find_runs, last_phase_start  # noqa: E402
+from CIFAR.results_table import add_run_arguments, last_phase_start, load_runs  # noqa: E402
 
 
 def plot(runs, arch, out, epochs):
@@ -51,7 +51,7 @@ def main(argv=None):
     add_run_arguments(p)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    runs = find_runs(args.results, args.arch)
+    runs = load_runs(args)
     if not runs:
         raise SystemExit(f"error: no {args.arch}_*bit/log.csv under {args.results}")
     out = args.out or str(Path(args.results) / f"{args.arch}_curves.png")

@@ -11,7 +11,8 @@ epoch (what model_best.pth.tar holds), the final epoch's accuracy, the mean and 
 accuracy over the last lr phase, the drops of our best and of our mean from our FP32's, the
 median wall time of an epoch, then the reference numbers of docs/method.md (the paper with its
 drop from the paper's FP32, the authors' README, an independent rerun of the authors' code: not
-ours). A stage that has not reached --epochs says so instead of a final accuracy or a drop.
+ours). A stage that has not reached --epochs says so instead of a final accuracy or a drop; a
+log longer than --epochs is an error.
 
 Below the table, for each finished stage, the spread of its test accuracy over the last lr
 phase (from epoch 225 on, where the step schedule's lr is 0.01 of the stage's): how far apart
@@ -59,6 +60,19 @@ def add_run_arguments(p):
                    help="the folder of the run folders (default: our reference runs)")
     p.add_argument("--arch", default="res20")
     p.add_argument("--epochs", default=300, type=positive_int, help="epochs of a finished stage")
+
+
+def load_runs(args):
+    """find_runs of --results and --arch, refusing a log longer than --epochs: its last phase
+    and final epoch would not be the ones the table and figures name."""
+    if not Path(args.results).is_dir():  # a mistyped folder would write a table of no runs
+        raise SystemExit(f"error: --results {args.results} is not a folder")
+    runs = find_runs(args.results, args.arch)
+    for bit, rows in runs.items():
+        if len(rows) > args.epochs:
+            raise SystemExit(f"error: {Path(args.results) / f'{args.arch}_{bit}bit'}/log.csv has "
+                             f"{len(rows)} epochs, more than --epochs {args.epochs}")
+    return runs
 
 
 COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase mean (sd)",
@@ -194,9 +208,7 @@ def main(argv=None):
                    help="print how each finished stage's best compares with its mean and the "
                         "references, instead of the table")
     args = p.parse_args(argv)
-    if not Path(args.results).is_dir():  # a mistyped folder would write a table of no runs
-        raise SystemExit(f"error: --results {args.results} is not a folder")
-    runs, start = find_runs(args.results, args.arch), last_phase_start(args.epochs)
+    runs, start = load_runs(args), last_phase_start(args.epochs)
     if args.finished:
         finished = finished_runs(runs, args.epochs)
         print(" ".join(str(b) for b in STAGES if b in finished))

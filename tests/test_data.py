@@ -136,7 +136,7 @@ def write_logs(folder, logs):
     """folder/res20_<bit>bit/log.csv for each {bit: [(test accuracy, seconds) per epoch]}."""
     for bit, rows in logs.items():
         run = folder / f"res20_{bit}bit"
-        run.mkdir()
+        run.mkdir(parents=True)
         body = "".join(f"{e},0.1,1.0,50.0,1.0,{acc},0,{sec}\n" for e, (acc, sec) in enumerate(rows))
         (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
                                      "seconds\n" + body)
@@ -216,7 +216,9 @@ def test_a_short_stage_ends_in_the_lr_phase_its_schedule_reaches(tmp_path):
     assert ("FP32, epochs 0-2: test accuracy mean 91.00, sd 1.00, min 90.00, max 92.00"
             in proc.stdout)
     # one epoch has a mean but no sample sd
-    proc = run_in_process(main, "--results", tmp_path, "--epochs", "1", "--gaps", cwd=tmp_path)
+    write_logs(tmp_path / "one", {32: [(92.0, 1)], 4: [(89.0, 1)]})
+    proc = run_in_process(main, "--results", tmp_path / "one", "--epochs", "1", "--gaps",
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[2] == ("4-bit: best 89.00, last-phase mean 89.00 (sd nan): "
                                            "best - mean +0.00 (sd is nan)")
@@ -252,6 +254,22 @@ def test_update_rewrites_only_the_marked_block(tmp_path):
     proc = run_in_process(main, "--results", tmp_path / "reslut", "--update", readme, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: --results .*reslut is not a folder$")
     assert readme.read_text() == f"{BEGIN}\nkept\n{END}\n"
+
+
+def test_a_log_longer_than_the_stage_is_refused(tmp_path):
+    from CIFAR.plot_curves import main as plot_main
+    from CIFAR.results_table import BEGIN, END, main
+    write_logs(tmp_path, {32: [(90.0, 1)] * 3, 4: [(89.0, 1)] * 5})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\nkept\n{END}\n")
+    for run, extra in ((main, ("--update", readme)), (plot_main, ())):
+        proc = run_in_process(run, "--results", tmp_path, "--epochs", "4", *extra, cwd=tmp_path)
+        assert_one_line_error(proc, r"^error: .*res20_4bit/log\.csv has 5 epochs, more than "
+                                    r"--epochs 4$")
+    assert readme.read_text() == f"{BEGIN}\nkept\n{END}\n"
+    assert not (tmp_path / "res20_curves.png").exists()
+    proc = run_in_process(main, "--results", tmp_path, "--epochs", "5", cwd=tmp_path)
+    assert proc.returncode == 0 and "| 4-bit | 5/5 |" in proc.stdout, proc.stderr
 
 
 def test_reads_cifar100_fine_labels(tmp_path):
