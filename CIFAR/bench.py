@@ -175,13 +175,15 @@ def main(argv=None):
           + (", whole model compiled (--compile-model)" if args.compile_model else ""))
 
     ours, brute, differ = projection_times(args.bit, device)
-    print(f"projection of a 128x16x32x32 tensor onto {2**args.bit} levels: ours {ours * 1e3:.2f} ms, "
+    print(f"projection of a 128x16x32x32 tensor onto {2**args.bit} levels: "
+          f"ours {ours * 1e3:.2f} ms, "
           f"brute-force |levels| x N {brute * 1e3:.2f} ms: {brute / ours:.1f}x faster "
           f"({differ} of 2,097,152 results differ: midpoint ties)")
 
     fp32, quant = step_times(args.arch, args.bit, args.steps, args.batch, device, extra)
     data, steps, source = data_epoch_time(args.data, args.batch, device)
-    print(f"making an epoch's batches ({source}): {data:.2f} s = {100 * data / (fp32 * steps):.1f}% "
+    print(f"making an epoch's batches ({source}): {data:.2f} s = "
+          f"{100 * data / (fp32 * steps):.1f}% "
           f"of an FP32 epoch's {steps} steps ({fp32 * steps:.0f} s)")
     print(f"training step: FP32 {fp32 * 1e3:.0f} ms, {args.bit}-bit {quant * 1e3:.0f} ms "
           f"(median of {args.steps} interleaved steps each)")

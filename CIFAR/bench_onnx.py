@@ -29,7 +29,8 @@ from CIFAR.resnet import ARCHS
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "CPU"
 

@@ -57,7 +57,8 @@ def integer_row(label, infer_log):
                   r"(\d+\.\d)x larger\)$", export_log.read_text(), export_log)
     text = infer_log.read_text()
     top1 = search(r"^integer path: top-1 (\d+\.\d\d) on", text, infer_log).group(1)
-    return [label, f"{size[1]} B ({size[2]} B: {size[3]}x)", top1, *agreement_cells(text, infer_log)]
+    return [label, f"{size[1]} B ({size[2]} B: {size[3]}x)", top1,
+            *agreement_cells(text, infer_log)]
 
 
 def onnx_row(label, log):

@@ -1,6 +1,7 @@
 """Figures of the level sets and of a trained layer's weights (PNG).
 
-    python CIFAR/plot_levels.py [--checkpoint CKPT --bit 4 --layer layer2.0.conv2] [--out-dir result/figures]
+    python CIFAR/plot_levels.py [--checkpoint CKPT --bit 4 --layer layer2.0.conv2]
+        [--out-dir result/figures]
 
 1. levels.png: the uniform, power-of-two and APoT levels at 3 and 4 bits on one axis (the
    paper's Figure 1 idea: APoT is dense near zero without PoT's empty top).

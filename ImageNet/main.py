@@ -4,8 +4,8 @@
     torchrun --nproc_per_node 8 ImageNet/main.py -a resnet18 --bit 4 --data /imagenet ...
     torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 8 ImageNet/main.py ...
 
---data is an ImageFolder root with train/ and val/ (val/ alone for -e). -b is the global batch, split over the
-processes. Only rank 0 writes the run folder; metrics are summed over all ranks.
+--data is an ImageFolder root with train/ and val/ (val/ alone for -e). -b is the global batch,
+split over the processes. Only rank 0 writes the run folder; metrics are summed over all ranks.
 """
 
 import torch
