@@ -154,10 +154,11 @@ def test_export_and_infer_our_checkpoint_end_to_end(tiny_cifar, tmp_path):
     torch.save({"state_dict": model.state_dict(), "bit": 3, "arch": "res20", "quant": "apot"}, ckpt)
     proc = run_in_process(EXPORT, "export", ckpt, "--out", tmp_path / "m.apot", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"wrote .*m\.apot: [\d,]+ bytes \(float checkpoint .*: [\d,]+ bytes", proc.stdout)
+    assert re.search(r"wrote .*m\.apot: [\d,]+ bytes \(float checkpoint .*: [\d,]+ bytes",
+                     proc.stdout)
     assert re.search(r"^total\s+[\d,]+\s+[\d,]+\s+[\d,]+", proc.stdout, re.M)
-    proc = run_in_process(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar, "--compare", ckpt,
-                      "--no-progress", cwd=tmp_path)
+    proc = run_in_process(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar,
+                          "--compare", ckpt, "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "predictions agree on 40 of 40" in proc.stdout
 
@@ -170,8 +171,8 @@ def test_authors_checkpoints_run_on_integers(bit, tmp_path):
     proc = run_in_process(EXPORT, "export", ckpt, "--bit", bit, "--out", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     n = 200
-    proc = run_in_process(EXPORT, "infer", out, "--data", CIFAR_DIR, "--compare", ckpt, "--limit", n,
-                      "--no-progress", cwd=tmp_path)
+    proc = run_in_process(EXPORT, "infer", out, "--data", CIFAR_DIR, "--compare", ckpt,
+                          "--limit", n, "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     int_acc = float(re.search(r"integer path: top-1 (\d+\.\d+)", proc.stdout).group(1))
     float_acc = float(re.search(r"fake-quant model: top-1 (\d+\.\d+)", proc.stdout).group(1))

@@ -155,14 +155,16 @@ def test_torchvision_weights_load_into_every_bit_width():
 
 @pytest.mark.parametrize("bit", [4, 32])
 def test_train_and_evaluate_resnet18(bit, tiny_imagenet, tmp_path):
-    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet, "-b", "4",
-                      "--epochs", "1", "--save-dir", tmp_path / "run", *FAST, cwd=tmp_path)
+    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet,
+                          "-b", "4", "--epochs", "1", "--save-dir", tmp_path / "run", *FAST,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"\* Best@1 \d+\.\d\d", last_line(proc.stdout))
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,lr,train_loss") and "test_top5" in log[0] and len(log) == 2
-    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet, "-e",
-                      "--init", tmp_path / "run" / "model_best.pth.tar", *FAST, cwd=tmp_path)
+    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet,
+                          "-e", "--init", tmp_path / "run" / "model_best.pth.tar", *FAST,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d", last_line(proc.stdout))
 
@@ -329,8 +331,8 @@ def test_loss_scale_survives_a_resume(tmp_path):
 def trained_run(tiny_imagenet, tmp_path_factory):
     """One epoch of a 4-bit ResNet-18 on the tiny ImageFolder: its run folder."""
     run = tmp_path_factory.mktemp("amp") / "run"
-    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4",
-                      "--epochs", "1", "--save-dir", run, *FAST, cwd=run.parent)
+    proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", "4", "--data", tiny_imagenet,
+                          "-b", "4", "--epochs", "1", "--save-dir", run, *FAST, cwd=run.parent)
     assert proc.returncode == 0, proc.stderr
     return run
 

@@ -41,7 +41,8 @@ def trained(tmp_path_factory, tiny_cifar):
 def test_training_writes_the_run_folder(trained):
     run, proc = trained
     lines = proc.stdout.strip().splitlines()
-    assert re.fullmatch(r"\* Prec@1 \d+\.\d\d", lines[-2]) and re.fullmatch(r"\* Best@1 \d+\.\d\d", lines[-1])
+    assert re.fullmatch(r"\* Prec@1 \d+\.\d\d", lines[-2])
+    assert re.fullmatch(r"\* Best@1 \d+\.\d\d", lines[-1])
     assert "running on the CPU" in proc.stdout
     rows = list(csv.DictReader(open(run / "log.csv")))
     assert [r["epoch"] for r in rows] == ["0", "1"]
@@ -78,7 +79,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(trained, tiny_cifar, tm
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    assert (full / "log.csv").read_text().count("\n") == (tmp_path / "run" / "log.csv").read_text().count("\n")
+    rows = [(folder / "log.csv").read_text().count("\n") for folder in (full, tmp_path / "run")]
+    assert rows[0] == rows[1]
     # a finished run resumed again trains nothing and leaves its checkpoint as it was
     before = digest(tmp_path / "run" / "checkpoint.pth.tar")
     again = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "2", "--lr", "0.04",
@@ -98,7 +100,8 @@ def test_run_sh_chains_all_four_stages(tiny_cifar, tmp_path):
     for argv in calls:
         stage = run_in_process(cifar_main, *argv[1:], cwd=tmp_path)
         assert stage.returncode == 0, stage.stderr
-    stages = {b: json.load(open(tmp_path / f"result/res20_{b}bit/args.json")) for b in (32, 4, 3, 2)}
+    stages = {b: json.load(open(tmp_path / f"result/res20_{b}bit/args.json"))
+              for b in (32, 4, 3, 2)}
     assert stages[32]["init"] == "" and stages[32]["weight_decay"] == 5e-4
     for bit, src, wd in [(4, 32, 1e-4), (3, 4, 1e-4), (2, 3, 3e-5)]:
         assert stages[bit]["init"] == f"result/res20_{src}bit/model_best.pth.tar"
@@ -149,7 +152,8 @@ def test_unsupported_bit_is_refused(tiny_cifar, tmp_path):
 
 def test_missing_data_without_network(tmp_path):
     proc = train(tmp_path, tmp_path / "nowhere", "--bit", "4", "--no-download")
-    assert_one_line_error(proc, r"^error: cifar10 not found: expected the folder .*nowhere/cifar-10-batches-py")
+    assert_one_line_error(proc, r"^error: cifar10 not found: expected the folder "
+                                r".*nowhere/cifar-10-batches-py")
 
 
 @pytest.fixture
@@ -160,7 +164,8 @@ def run_with_checkpoint(trained, tmp_path):
     return run, digest(run / "checkpoint.pth.tar")
 
 
-def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(run_with_checkpoint, tiny_cifar, tmp_path):
+def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(run_with_checkpoint, tiny_cifar,
+                                                               tmp_path):
     run, before = run_with_checkpoint
     corrupt = tmp_path / "corrupt.pth.tar"
     corrupt.write_bytes(b"\x80\x02 definitely not a checkpoint" * 10)
@@ -178,8 +183,10 @@ def test_wrong_architecture_checkpoint_is_a_clear_error(run_with_checkpoint, tin
     torch.save({"state_dict": resnet32_cifar(bit=4).state_dict()}, res32)
     for extra in (["--init", res32, "--save-dir", tmp_path / "new"], ["-e", "--init", res32]):
         proc = train(tmp_path, tiny_cifar, "--bit", "4", *extra)
-        assert_one_line_error(proc, r"^error: checkpoint .* does not fit this model \(unexpected layer1\.3")
-    proc = train(tmp_path, tiny_cifar, "-a", "res32", "--bit", "4", "--resume", run / "checkpoint.pth.tar")
+        assert_one_line_error(proc, r"^error: checkpoint .* does not fit this model "
+                                    r"\(unexpected layer1\.3")
+    proc = train(tmp_path, tiny_cifar, "-a", "res32", "--bit", "4",
+                 "--resume", run / "checkpoint.pth.tar")
     assert_one_line_error(proc, r"^error: --resume .* is a arch=res20 run")
     assert digest(run / "checkpoint.pth.tar") == before
 
