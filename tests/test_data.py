@@ -269,7 +269,8 @@ def test_a_log_longer_than_the_stage_is_refused(tmp_path):
     assert readme.read_text() == f"{BEGIN}\nkept\n{END}\n"
     assert not (tmp_path / "res20_curves.png").exists()
     proc = run_in_process(main, "--results", tmp_path, "--epochs", "5", cwd=tmp_path)
-    assert proc.returncode == 0 and "| 4-bit | 5/5 |" in proc.stdout, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "| 4-bit | 5/5 |" in proc.stdout
 
 
 def test_reads_cifar100_fine_labels(tmp_path):
