@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from apot.training import (data_root, load_checkpoint, stage_name,  # noqa: E402
                            strip_module_prefix)
-from CIFAR.results_table import add_run_arguments  # noqa: E402
+from CIFAR.results_table import add_run_arguments, check_folder  # noqa: E402
 
 BITS = (4, 3, 2)
 ACT, WGT = ".act_alpha", ".weight_quant.wgt_alpha"
@@ -76,10 +76,16 @@ def plot(found, arch, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
-    p.add_argument("--official", default=os.path.join(data_root(), "apot-official-res20"),
-                   help="the authors' <arch>_<b>bit.pth.tar files (default: $APOT_DATA/...)")
+    p.add_argument("--official",
+                   help="the authors' <arch>_<b>bit.pth.tar files (default: "
+                        "$APOT_DATA/apot-official-res20, skipped where it is absent)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
+    check_folder("--results", args.results)
+    if args.official is None:
+        args.official = os.path.join(data_root(), "apot-official-res20")
+    else:
+        check_folder("--official", args.official)
     found = find_checkpoints(args.results, args.official, args.arch, args.epochs)
     if not found:
         raise SystemExit(f"error: no quantized {args.arch} checkpoint under {args.results} or "

@@ -62,11 +62,16 @@ def add_run_arguments(p):
     p.add_argument("--epochs", default=300, type=positive_int, help="epochs of a finished stage")
 
 
+def check_folder(flag, path):
+    """A mistyped folder would otherwise give a table or figure without its runs, silently."""
+    if not Path(path).is_dir():
+        raise SystemExit(f"error: {flag} {path} is not a folder")
+
+
 def load_runs(args):
     """find_runs of --results and --arch, refusing a log longer than --epochs: its last phase
     and final epoch would not be the ones the table and figures name."""
-    if not Path(args.results).is_dir():  # a mistyped folder would write a table of no runs
-        raise SystemExit(f"error: --results {args.results} is not a folder")
+    check_folder("--results", args.results)
     runs = find_runs(args.results, args.arch)
     for bit, rows in runs.items():
         if len(rows) > args.epochs:

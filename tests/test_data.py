@@ -318,6 +318,16 @@ def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tm
     assert png_size(tmp_path / "res20_alphas.png") == (1080, 780)  # 9 x 6.5 inches at 120 dpi
 
 
+def test_plot_alphas_refuses_a_mistyped_folder_and_writes_no_figure(tmp_path):
+    from CIFAR.plot_alphas import main
+    (tmp_path / "official").mkdir()
+    for flag, path in (("--results", "reslut"), ("--official", "oficial")):
+        folders = {"--results": tmp_path, "--official": tmp_path / "official", flag: path}
+        proc = run_in_process(main, *[a for kv in folders.items() for a in kv], cwd=tmp_path)
+        assert_one_line_error(proc, rf"^error: {flag} {path} is not a folder$")
+    assert list(tmp_path.iterdir()) == [tmp_path / "official"]
+
+
 def test_level_usage_counts_weights_on_each_level(tmp_path, tiny_cifar):
     """A conv whose weights are a quarter +1, a quarter -1 and half 0 normalises to +-s, 0 with
     s = 1 / sqrt(1152 / 2303) = 1.414; at alpha_w 2 the magnitude 0.707 rounds to the 2-bit level
