@@ -5,10 +5,9 @@
 #   CIFAR/run.sh ARCH DATA_DIR [--runs DIR] [-id GPU_IDS] [any main.py arguments...]
 #   CIFAR/run.sh res20 ./data                        # your runs: result/res20_<bit>bit
 #   CIFAR/run.sh res20 ./data -id 0,1 --epochs 2     # a smoke run
-#   CIFAR/run.sh res20 ../shared/data/cifar10 --runs result/reference   # continue ours
 #
 # Run folders are DIR/<arch>_<bit>bit, DIR = result by default (git-ignored: your runs are
-# yours). The project's reference runs live in result/reference and are continued only when
+# yours). The project's reference runs live in result/reference and are touched only when
 # --runs names them. Restartable: a stage with a checkpoint is resumed from it (main.py trains
 # only the epochs still missing, so a finished stage is skipped), so rerunning this script
 # after an interruption continues the chain where it stopped.
