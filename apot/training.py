@@ -256,8 +256,9 @@ def pick_device(ids, local_rank, world_size):
         gpus = [int(i) for i in ids.split(",") if i.strip()]
     except ValueError as e:
         raise UserError(f"-id/--device takes GPU ids like 0 or 0,1, got {ids!r}") from e
-    if not gpus or max(gpus) >= torch.cuda.device_count() or min(gpus) < 0:
-        raise UserError(f"-id/--device {ids!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    count = torch.cuda.device_count()
+    if not gpus or max(gpus) >= count or min(gpus) < 0:
+        raise UserError(f"-id/--device {ids!r}: this machine has {count} GPU(s)")
     torch.cuda.set_device(gpus[0])
     return torch.device("cuda", gpus[0]), (gpus if len(gpus) > 1 else None)
 
