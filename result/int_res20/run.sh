@@ -3,7 +3,7 @@
 # (result/res20_models.sh) to integer codes (.apot) and run the integer path on the whole
 # CIFAR-10 test set beside the float fake-quant model. Run from the repository root; writes
 # <name>.apot, <name>_export.txt and <name>_infer.txt here.
-# With NAME arguments (res20_models.sh's names, e.g. ours_2bit once that stage ends) it runs
+# With NAME arguments (res20_models.sh's names, e.g. ours_2bit) it runs
 # only those models; the tables are rewritten from every log here either way.
 set -euo pipefail
 data=${APOT_DATA:-../shared/data}/cifar10

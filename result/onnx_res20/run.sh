@@ -3,7 +3,7 @@
 # (result/res20_models.sh) to ONNX with integer convolutions, and run each with ONNX Runtime on
 # the whole CIFAR-10 test set beside the float fake-quant checkpoint. Run from the repository
 # root; writes <name>.txt here (the .onnx files are not kept).
-# With NAME arguments (res20_models.sh's names, e.g. ours_2bit once that stage ends) it runs
+# With NAME arguments (res20_models.sh's names, e.g. ours_2bit) it runs
 # only those models; the tables are rewritten from every log here either way.
 set -euo pipefail
 data=${APOT_DATA:-../shared/data}/cifar10
