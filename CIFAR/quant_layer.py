@@ -105,6 +105,9 @@ class QuantConv2d(nn.Conv2d):
         return dict(x=x, bit=self.bit, quant=self.quant, w_alpha=wq.wgt_alpha.item(),
                     w_mids=wq.mids, a_alpha=self.act_alpha.item(), a_mids=self.act_mids)
 
+    def quantized_weight(self):
+        return self.weight_quant(self.weight)
+
     def forward(self, x):
-        return F.conv2d(self.quantize_input(x), self.weight_quant(self.weight), self.bias,
+        return F.conv2d(self.quantize_input(x), self.quantized_weight(), self.bias,
                         self.stride, self.padding, self.dilation, self.groups)

@@ -23,13 +23,19 @@ def quantize_8bit(weight):
 class first_conv(nn.Conv2d):
     """First conv of every model: 8-bit weights, full-precision (unquantized) input."""
 
+    def quantized_weight(self):
+        return quantize_8bit(self.weight)
+
     def forward(self, x):
-        return F.conv2d(x, quantize_8bit(self.weight), self.bias, self.stride,
+        return F.conv2d(x, self.quantized_weight(), self.bias, self.stride,
                         self.padding, self.dilation, self.groups)
 
 
 class last_fc(nn.Linear):
     """Classifier of every model: 8-bit weights, full-precision bias and input."""
 
+    def quantized_weight(self):
+        return quantize_8bit(self.weight)
+
     def forward(self, x):
-        return F.linear(x, quantize_8bit(self.weight), self.bias)
+        return F.linear(x, self.quantized_weight(), self.bias)
