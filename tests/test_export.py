@@ -158,9 +158,52 @@ def test_export_and_infer_our_checkpoint_end_to_end(tiny_cifar, tmp_path):
                      proc.stdout)
     assert re.search(r"^total\s+[\d,]+\s+[\d,]+\s+[\d,]+", proc.stdout, re.M)
     proc = run_in_process(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar,
-                          "--compare", ckpt, "--no-progress", cwd=tmp_path)
+                          "--compare", ckpt, "--float64", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "predictions agree on 40 of 40" in proc.stdout
+    assert re.search(r"^float fake-quant model: top-1 [\d.]+; predictions agree on 40 of 40 "
+                     r"\(100\.00%\)$", proc.stdout, re.M)
+    assert re.search(r"^float64 fake-quant model: top-1 [\d.]+; predictions agree on 40 of 40 "
+                     r"\(100\.00%\), with the float model's on 40$", proc.stdout, re.M)
+    proc = run_in_process(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar,
+                          "--float64", "--no-progress", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --float64 runs the --compare model in float64: give "
+                                r"--compare CKPT$")
+
+
+class BigOffset(torch.nn.Module):
+    """Logits (v + 1e8) - 1e8 and 0.25 for an image's first pixel v: in float32 (a spacing of
+    8 at 1e8) v = 0.3 cancels to 0 and loses to 0.25, in float64 it stays 0.3 and wins. A
+    Linear adds the 1e8, so that images and weights of different types are an error."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_big = torch.nn.Linear(1, 1)
+        with torch.no_grad():
+            self.add_big.weight.fill_(1)
+            self.add_big.bias.fill_(1e8)
+
+    def forward(self, x):
+        v = self.add_big(x.flatten(1)[:, :1]).squeeze(1) - 1e8
+        return torch.stack([v, torch.full_like(v, 0.25)], 1)
+
+
+def test_compare_runs_the_float_model_in_float32_and_float64(capsys):
+    from types import SimpleNamespace
+
+    from apot.export import compare
+    images = torch.tensor([0.3, 0.3, 0.1, 16.0]).view(4, 1, 1, 1)
+    target = torch.tensor([0, 0, 1, 0])  # what exact arithmetic predicts
+    variant = SimpleNamespace(eval_batches=lambda args, num_classes: (4, iter(
+        [(images[:2], target[:2]), (images[2:], target[2:])])))
+    args = SimpleNamespace(float64=True, batch=2, no_progress=True)
+    exact = lambda x: torch.stack([x.flatten(1)[:, 0], torch.full((len(x),), 0.25)], 1)  # noqa: E731
+    compare(exact, BigOffset(), "exact", args, variant, 2)
+    assert capsys.readouterr().out.splitlines() == [
+        "exact: top-1 100.00 on 4 test images",
+        # float32 predicts [1, 1, 1, 0]
+        "float fake-quant model: top-1 50.00; predictions agree on 2 of 4 (50.00%)",
+        "float64 fake-quant model: top-1 100.00; predictions agree on 4 of 4 (100.00%), with "
+        "the float model's on 2"]
 
 
 @needs_shared
@@ -178,6 +221,38 @@ def test_authors_checkpoints_run_on_integers(bit, tmp_path):
     float_acc = float(re.search(r"fake-quant model: top-1 (\d+\.\d+)", proc.stdout).group(1))
     agree = int(re.search(r"agree on (\d+) of", proc.stdout).group(1))
     assert agree >= 0.998 * n and abs(int_acc - float_acc) <= 100 / n + 1e-9
+
+
+def test_float64_twin_holds_the_weights_float32_quantizes():
+    """A 2-bit weight put exactly on the midpoint 0.5 in float32 (a tie, level 0) that is above
+    it in float64 (level 1): the twin keeps level 0, and otherwise computes in float64."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from apot.eightbit import first_conv
+    from apot.export import float64_twin
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(first_conv(3, 8, 3, padding=1, bias=False),
+                                QuantConv2d(8, 8, 3, padding=1, bit=2)).eval()
+    conv = model[1]
+    x32 = conv.weight_quant.normalise(conv.weight.detach()).flatten()
+    x64 = conv.weight_quant.normalise(conv.weight.detach().double()).flatten()
+    i = torch.nonzero((x32 > 0) & (x64 > x32.double()))[0, 0]
+    with torch.no_grad():
+        conv.weight_quant.wgt_alpha.fill_(2 * x32[i])  # x32[i] / alpha is 0.5 exactly
+    assert conv.quantized_weight().flatten()[i] == 0
+    assert copy.deepcopy(conv).double().quantized_weight().flatten()[i] == 2 * x32[i]
+    twin = float64_twin(model)
+    weights = [m.quantized_weight().detach().double() for m in model]
+    assert [torch.equal(t.quantized_weight(), w) for t, w in zip(twin, weights)] == [True, True]
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        out = twin(x)
+        expected = F.conv2d(twin[1].quantize_input(F.conv2d(x, weights[0], padding=1)),
+                            weights[1], padding=1)
+    assert out.dtype == torch.float64 and torch.equal(out, expected)
+    assert conv.weight.dtype == torch.float32 and conv.quantized_weight().flatten()[i] == 0
 
 
 def calibrated_imagenet_checkpoint(path, bit):

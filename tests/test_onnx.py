@@ -135,8 +135,11 @@ def test_calibrated_imagenet_resnet18_agrees_with_pytorch(tiny_imagenet, tmp_pat
     out = tmp_path / "r18.onnx"
     assert out.is_file() and "4-bit ConvInteger" in capsys.readouterr().out
     export_main(IMAGENET, ["ort", str(out), "--data", str(tiny_imagenet), "--compare", str(ckpt),
-                           "--image-size", "32", "--no-progress"])
-    assert "predictions agree on 6 of 6 (100.00%)" in capsys.readouterr().out
+                           "--image-size", "32", "--float64", "--no-progress"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("; predictions agree on 6 of 6 (100.00%)")
+    assert lines[2].startswith("float64 fake-quant model: ")
+    assert lines[2].endswith("; predictions agree on 6 of 6 (100.00%), with the float model's on 6")
     from ImageNet.resnet import ARCHS
     model = ARCHS["resnet18"](bit=4, num_classes=3)
     model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
