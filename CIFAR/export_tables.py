@@ -7,7 +7,7 @@ that result/int_res20/run.sh and result/onnx_res20/run.sh write.
 One row per model those scripts ran (result/res20_models.sh: the authors' 4/3/2-bit
 checkpoints, then each of our finished stages): the file's size beside the float checkpoint's,
 top-1 of the integer model (our .apot path, or ONNX Runtime) and of the float fake-quant
-model, and how many predictions agree.
+model in float32 and in float64, and how many predictions agree with each.
 """
 import argparse
 import re
@@ -18,8 +18,8 @@ from CIFAR.results_table import update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 WHO = {"authors": "authors'", "ours": "our"}
-FLOAT = (r"^float fake-quant model: top-1 (\d+\.\d\d); predictions agree on (\d+) of (\d+) "
-         r"\((\d+\.\d\d)%\)$")
+FLOAT = (r"^{} fake-quant model: top-1 (\d+\.\d\d); predictions agree on (\d+) of \d+ "
+         r"\((\d+\.\d\d)%\)")
 
 
 def markers(name):
@@ -47,8 +47,11 @@ def model_logs(folder, suffix):
 
 
 def agreement_cells(text, path):
-    float_top1, agree, total, share = search(FLOAT, text, path).groups()
-    return [float_top1, f"{int(agree):,} of {int(total):,} ({share}%)"]
+    """Top-1 of the fake-quant model in float32 and in float64, then how many predictions agree
+    with each."""
+    runs = [search(FLOAT.format(label), text, path).groups() for label in ("float", "float64")]
+    return ([top1 for top1, _, _ in runs]
+            + [f"{int(agree):,} ({share}%)" for _, agree, share in runs])
 
 
 def integer_row(label, infer_log):
@@ -77,12 +80,14 @@ class Table(NamedTuple):
     doc: str  # under --docs
 
 
+# the columns agreement_cells fills
+REFERENCES = ("fake-quant top-1, float32 | fake-quant top-1, float64 | predictions agree with "
+              "float32 | predictions agree with float64 |")
 TABLES = {
     "integer": Table("int_res20", "_infer.txt", integer_row, "| checkpoint | file size (float "
-                     "checkpoint) | integer path top-1 | float fake-quant top-1 | predictions "
-                     "agree |", "export.md"),
+                     "checkpoint) | integer path top-1 | " + REFERENCES, "export.md"),
     "onnx": Table("onnx_res20", ".txt", onnx_row, "| checkpoint | ONNX file (float checkpoint) "
-                  "| ONNX Runtime top-1 | float fake-quant top-1 | predictions agree |", "onnx.md"),
+                  "| ONNX Runtime top-1 | " + REFERENCES, "onnx.md"),
 }
 
 
@@ -91,7 +96,8 @@ def table(name, logs):
     rows = [t.row(label, path) for label, path in model_logs(Path(logs) / t.folder, t.suffix)]
     if not rows:
         raise SystemExit(f"error: no model logs in {Path(logs) / t.folder}: run its run.sh first")
-    lines = [t.header, "|---" * 5 + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+    rule = "|---" * (t.header.count("|") - 1) + "|"
+    lines = [t.header, rule] + ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -378,12 +378,13 @@ def test_level_usage_counts_weights_on_each_level(tmp_path, tiny_cifar):
 
 EXPORT_LOG = ("wrote x/{name}.apot: {size} bytes (float checkpoint c.pth.tar: 2,000,000 bytes, "
               "{ratio}x larger)\n20 quantized convs\n")
-INFER_LOG = ("integer path: top-1 {top1} on 10000 test images\nfloat fake-quant model: top-1 "
-             "{ftop1}; predictions agree on {agree} of 10000 ({share}%)\n")
+FLOAT_LINES = ("float fake-quant model: top-1 {ftop1}; predictions agree on {agree} of 10000 "
+               "({share}%)\nfloat64 fake-quant model: top-1 {dtop1}; predictions agree on "
+               "{dagree} of 10000 ({dshare}%), with the float model's on 9990\n")
+INFER_LOG = "integer path: top-1 {top1} on 10000 test images\n" + FLOAT_LINES
 ONNX_LOG = ("wrote /tmp/t/{name}.onnx: {size} bytes, res20 with 2-bit ConvInteger (float "
             "checkpoint c.pth.tar: 2,000,000 bytes)\nONNX Runtime: top-1 {top1} on 10000 test "
-            "images\nfloat fake-quant model: top-1 {ftop1}; predictions agree on {agree} of "
-            "10000 ({share}%)\n")
+            "images\n" + FLOAT_LINES)
 
 
 def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_path):
@@ -391,16 +392,19 @@ def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_pat
     ints, onnx, docs = tmp_path / "int_res20", tmp_path / "onnx_res20", tmp_path / "docs"
     for folder in (ints, onnx, docs):
         folder.mkdir()
-    models = {"ours_2bit": ("100,000", "20.0", "90.10", "90.00", "9990", "99.90"),
-              "authors_2bit": ("137,223", "16.3", "90.98", "90.98", "9997", "99.97"),
-              "authors_4bit": ("208,263", "10.8", "92.42", "92.47", "9992", "99.92")}
-    for name, (size, ratio, top1, ftop1, agree, share) in models.items():
+    models = {"ours_2bit": ("100,000", "20.0", "90.10", "90.00", "9990", "99.90", "90.05",
+                            "9995", "99.95"),
+              "authors_2bit": ("137,223", "16.3", "90.98", "90.98", "9997", "99.97", "90.97",
+                               "9996", "99.96"),
+              "authors_4bit": ("208,263", "10.8", "92.42", "92.47", "9992", "99.92", "92.41",
+                               "9998", "99.98")}
+    for name, (size, ratio, top1, *floats) in models.items():
+        fill = dict(zip(("ftop1", "agree", "share", "dtop1", "dagree", "dshare"), floats))
         (ints / f"{name}_export.txt").write_text(EXPORT_LOG.format(name=name, size=size,
                                                                     ratio=ratio))
-        (ints / f"{name}_infer.txt").write_text(INFER_LOG.format(top1=top1, ftop1=ftop1,
-                                                                  agree=agree, share=share))
+        (ints / f"{name}_infer.txt").write_text(INFER_LOG.format(top1=top1, **fill))
         (onnx / f"{name}.txt").write_text(ONNX_LOG.format(name=name, size="300,000", top1=top1,
-                                                           ftop1=ftop1, agree=agree, share=share))
+                                                           **fill))
     (ints / "notes.txt").write_text("not a model log")
     lookalike = "| authors' 4-bit | 1 B | 0.00 | 0.00 | none |"
     for doc, name in (("export.md", "integer"), ("onnx.md", "onnx")):
@@ -411,17 +415,18 @@ def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_pat
     begin, end = markers("integer")
     assert (docs / "export.md").read_text() == "\n".join([
         "# export.md", lookalike, begin,
-        "| checkpoint | file size (float checkpoint) | integer path top-1 | float fake-quant "
-        "top-1 | predictions agree |", "|---|---|---|---|---|",
-        "| authors' 4-bit | 208,263 B (2,000,000 B: 10.8x) | 92.42 | 92.47 | 9,992 of 10,000 "
-        "(99.92%) |",
-        "| authors' 2-bit | 137,223 B (2,000,000 B: 16.3x) | 90.98 | 90.98 | 9,997 of 10,000 "
-        "(99.97%) |",
-        "| our 2-bit | 100,000 B (2,000,000 B: 20.0x) | 90.10 | 90.00 | 9,990 of 10,000 "
-        "(99.90%) |", end, lookalike, ""])
+        "| checkpoint | file size (float checkpoint) | integer path top-1 | fake-quant top-1, "
+        "float32 | fake-quant top-1, float64 | predictions agree with float32 | predictions "
+        "agree with float64 |", "|---|---|---|---|---|---|---|",
+        "| authors' 4-bit | 208,263 B (2,000,000 B: 10.8x) | 92.42 | 92.47 | 92.41 | 9,992 "
+        "(99.92%) | 9,998 (99.98%) |",
+        "| authors' 2-bit | 137,223 B (2,000,000 B: 16.3x) | 90.98 | 90.98 | 90.97 | 9,997 "
+        "(99.97%) | 9,996 (99.96%) |",
+        "| our 2-bit | 100,000 B (2,000,000 B: 20.0x) | 90.10 | 90.00 | 90.05 | 9,990 (99.90%) "
+        "| 9,995 (99.95%) |", end, lookalike, ""])
     onnx_doc = (docs / "onnx.md").read_text().splitlines()
-    assert onnx_doc[7] == "| our 2-bit | 300,000 B (2,000,000 B) | 90.10 | 90.00 | 9,990 of " \
-                          "10,000 (99.90%) |"
+    assert onnx_doc[7] == "| our 2-bit | 300,000 B (2,000,000 B) | 90.10 | 90.00 | 90.05 | " \
+                          "9,990 (99.90%) | 9,995 (99.95%) |"
     assert onnx_doc[0] == "# onnx.md" and onnx_doc[-1] == lookalike and len(onnx_doc) == 10
     # a log without its result line: one error naming it, and neither doc rewritten
     before = {doc: (docs / doc).read_text() for doc in ("export.md", "onnx.md")}

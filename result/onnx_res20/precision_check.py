@@ -1,22 +1,30 @@
 """Where the ONNX model and the float fake-quant model disagree, which one is off? Runs one
-checkpoint's fake-quant model in float32 and in float64, and its ONNX export under ONNX Runtime,
-on the whole CIFAR-10 test set, and prints top-1 and the pairwise prediction agreement.
+checkpoint's fake-quant model in float32, its float64 twin (the weights float32 quantizes, the
+rest in float64: apot.export.float64_twin), the model with every weight quantized again in
+float64 too, and its ONNX export under ONNX Runtime, on the whole CIFAR-10 test set; prints
+top-1, the pairwise prediction agreement and how many weight codes float64 quantizes otherwise.
 
     python result/onnx_res20/precision_check.py CKPT --bit B [--data $APOT_DATA/cifar10]
 """
 import argparse
+import copy
 import os
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from apot.export import load_quantized_model
+from apot.export import float64_twin, integer_terms, load_quantized_model
 from apot.onnx_export import to_onnx
 from apot.training import data_root
 from CIFAR.data import Normalize, load_cifar
 from CIFAR.export import VARIANT
 from CIFAR.quant_layer import QuantConv2d
+
+
+def signed_index(conv):
+    t = integer_terms(conv)
+    return torch.where(t["negative"], -t["index"], t["index"])
 
 
 def main():
@@ -26,21 +34,28 @@ def main():
     p.add_argument("--data", default=os.path.join(data_root(), "cifar10"))
     args = p.parse_args()
     model, _ = load_quantized_model(args.checkpoint, VARIANT, "res20", args.bit, "apot")
+    requantized = copy.deepcopy(model).double()
+    convs = [(a, b) for a, b in zip(model.modules(), requantized.modules())
+             if isinstance(a, QuantConv2d)]
+    moved = sum((signed_index(a) != signed_index(b)).sum().item() for a, b in convs)
+    print(f"weight codes float64 quantizes otherwise: {moved} of "
+          f"{sum(a.weight.numel() for a, _ in convs)}")
+    models = {"float32": (model, torch.float32), "float64 twin": (float64_twin(model), torch.float64),
+              "float64 requantized": (requantized, torch.float64)}
     session = ort.InferenceSession(to_onnx(model, QuantConv2d, 32).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     _, _, x, y = load_cifar(args.data, "cifar10", download=False, train=False)
     x = Normalize("cifar10", "cpu")(x)
-    preds = {"float32": [], "float64": [], "ONNX": []}
-    model64 = load_quantized_model(args.checkpoint, VARIANT, "res20", args.bit, "apot")[0].double()
+    preds = {name: [] for name in [*models, "ONNX"]}
     with torch.no_grad():
         for s in range(0, len(x), 500):
             xb = x[s:s + 500].contiguous()
-            preds["float32"].append(model(xb).argmax(1).numpy())
-            preds["float64"].append(model64(xb.double()).argmax(1).numpy())
+            for name, (m, dtype) in models.items():
+                preds[name].append(m(xb.to(dtype)).argmax(1).numpy())
             preds["ONNX"].append(session.run(None, {"input": xb.numpy()})[0].argmax(1))
     preds = {k: np.concatenate(v) for k, v in preds.items()}
     for k, v in preds.items():
-        print(f"{k:8s} top-1 {100 * (v == y.numpy()).mean():.2f}")
+        print(f"{k:20s} top-1 {100 * (v == y.numpy()).mean():.2f}")
     names = list(preds)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
