@@ -1,7 +1,8 @@
 """Speed of the CIFAR training path, as ratios measured in one run (this machine is noisy).
 
     python CIFAR/bench.py [--arch res20] [--bit 4] [--steps 20] [--data DIR] [--device cuda]
-                          [--epochs N] [--tf32] [--compile-model]
+                          [--epochs N] [--tf32] [--compile-model] [--bn-groups K]
+    python CIFAR/bench.py --arch res56 --layouts 32 4 3 2 [--steps 5] [--bn-groups 2]
 
 1. A training step (batch 128) of the b-bit model against the FP32 one, built and stepped
    exactly as main.py does (same model construction, channels_last, compiled quantizers).
@@ -17,6 +18,8 @@
 Runs on the GPU when there is one (--device cpu to force the CPU), in IEEE FP32 unless --tf32;
 --compile-model times steps and epochs as main.py --compile-model runs them.
 The last line is the step ratio: `<b>-bit/FP32 step ratio: X.XX`.
+With --layouts BIT...: only the training step of each of these models in NCHW against
+channels_last (main.py --no-channels-last / --channels-last), all interleaved.
 """
 import argparse
 import statistics
@@ -30,7 +33,7 @@ from apot.projection import maybe_compile, midpoints, project
 from apot.training import RunContext, set_float32_arithmetic, stage_name
 from CIFAR.data import DataError, Normalize, load_cifar, train_batches
 from CIFAR.main import (build_model, compile_whole, evaluate, get_args_parser, make_optimizer,
-                        train_one_epoch, train_step)
+                        memory_format, train_one_epoch, train_step)
 
 STAGE_EPOCHS = 300
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's
@@ -68,20 +71,53 @@ def seconds(fn, reps=1, device=None):
     return (time.perf_counter() - start) / reps
 
 
-def step_times(arch, bit, steps, batch, device, extra):
-    normalize = Normalize("cifar10", device)
+def allow_recompiles(models):
+    """Each compiled quantizer function compiles once per bit-width and memory format: with
+    several models in one process, past dynamo's default limit (8) later models would run
+    eagerly and be timed as such."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), 8 * models))
+
+
+def interleaved_step_times(runs, steps, batch, device):
+    """{key: median seconds of a training step} for runs = {key: main.py arguments}: each model
+    built as main.py builds it, fed a batch in its own memory format, warmed up (compilation
+    included), then all models stepped in turn, so that the machine's drift hits each alike."""
+    allow_recompiles(len(runs))
     g = torch.Generator().manual_seed(0)
-    images = normalize(random_images(batch, g).to(device))
+    images = random_images(batch, g).to(device)
     target = torch.randint(0, 10, (batch,), generator=g).to(device)
-    trainers = {b: make_trainer(run_args(arch, b, extra), device) for b in (32, bit)}
-    for trainer in trainers.values():  # warm-up, compilation included
+    trainers = {key: (make_trainer(args, device),
+                      Normalize("cifar10", device, memory_format(args))(images))
+                for key, args in runs.items()}
+    for trainer, x in trainers.values():  # warm-up, compilation included
         for _ in range(3):
-            train_step(*trainer, images, target)
-    times = {32: [], bit: []}
+            train_step(*trainer, x, target)
+    times = {key: [] for key in runs}
     for _ in range(steps):
-        for b, trainer in trainers.items():
-            times[b].append(seconds(partial(train_step, *trainer, images, target), device=device))
-    return statistics.median(times[32]), statistics.median(times[bit])
+        for key, (trainer, x) in trainers.items():
+            times[key].append(seconds(partial(train_step, *trainer, x, target), device=device))
+    return {key: statistics.median(t) for key, t in times.items()}
+
+
+def step_times(arch, bit, steps, batch, device, extra):
+    times = interleaved_step_times({b: run_args(arch, b, extra) for b in (32, bit)}, steps,
+                                   batch, device)
+    return times[32], times[bit]
+
+
+def report_layouts(arch, bits, steps, batch, device, extra):
+    """--layouts: every model of `bits` in NCHW and channels_last, all steps interleaved."""
+    layouts = {"NCHW": ["--no-channels-last"], "channels_last": ["--channels-last"]}
+    runs = {(b, name): run_args(arch, b, [*extra, *flag])
+            for b in bits for name, flag in layouts.items()}
+    times = interleaved_step_times(runs, steps, batch, device)
+    print(f"training step by memory format (median of {steps} interleaved steps each):")
+    for b in bits:
+        nchw, last = times[(b, "NCHW")], times[(b, "channels_last")]
+        print(f"{stage_name(b)}: NCHW {nchw * 1e3:.0f} ms, channels_last {last * 1e3:.0f} ms: "
+              f"channels_last/NCHW {last / nchw:.2f}")
 
 
 def epoch_times(arch, bit, epochs, device, extra):
@@ -91,10 +127,10 @@ def epoch_times(arch, bit, epochs, device, extra):
     labels = torch.randint(0, 10, (TRAIN_IMAGES,), generator=g)
     train = (images.to(device), labels.to(device))
     test = (train[0][:TEST_IMAGES], train[1][:TEST_IMAGES])
-    normalize = Normalize("cifar10", device)
     ctx = RunContext(rank=0, world=1, device=device, dp_ids=None, quiet=True)
 
     def one_epoch(trainer, args, epoch):
+        normalize = Normalize("cifar10", device, memory_format(args))
         train_one_epoch(*trainer, train, normalize, epoch, args, ctx)
         evaluate(*trainer[:2], test, normalize, ctx)
 
@@ -165,14 +201,23 @@ def main(argv=None):
     p.add_argument("--tf32", action="store_true", help="TensorFloat-32 convolutions on GPUs")
     p.add_argument("--compile-model", action="store_true",
                    help="time the models as main.py --compile-model runs them")
+    p.add_argument("--bn-groups", default=1, type=int, metavar="K",
+                   help="time the models as main.py --bn-groups K trains them")
+    p.add_argument("--layouts", nargs="+", type=int, metavar="BIT",
+                   choices=[*SUPPORTED_BITS, 32],
+                   help="only time these models' steps in NCHW against channels_last")
     args = p.parse_args(argv)
-    extra = ["--compile-model"] if args.compile_model else []
+    extra = ["--bn-groups", str(args.bn_groups)] + (["--compile-model"] if args.compile_model
+                                                    else [])
     device = torch.device(args.device)
     arithmetic = set_float32_arithmetic(args.tf32)
     where = (f"{torch.cuda.get_device_name(device)}, {arithmetic}"
              if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads")
     print(f"torch {torch.__version__}, {where}, {args.arch}, batch {args.batch}"
+          + (f", --bn-groups {args.bn_groups}" if args.bn_groups > 1 else "")
           + (", whole model compiled (--compile-model)" if args.compile_model else ""))
+    if args.layouts:
+        return report_layouts(args.arch, args.layouts, args.steps, args.batch, device, extra)
 
     ours, brute, differ = projection_times(args.bit, device)
     print(f"projection of a 128x16x32x32 tensor onto {2**args.bit} levels: "

@@ -76,16 +76,17 @@ def load_cifar(root, dataset="cifar10", download=True, train=True):
 
 
 class Normalize:
-    """uint8 batch -> normalised float batch on the batch's device."""
+    """uint8 batch -> normalised float batch on the batch's device, in the model's memory format
+    (channels_last by default: see main.py --channels-last)."""
 
-    def __init__(self, dataset, device):
+    def __init__(self, dataset, device, memory_format=torch.channels_last):
         mean, std = STATS[dataset]
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.memory_format = memory_format
 
     def __call__(self, x):
-        # channels_last: about 12% faster convolutions on the CPU, and what GPUs prefer too.
-        return ((x.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
 
 def augment(x, shifts, flip):
