@@ -58,7 +58,8 @@ def get_args_parser():
                    help="full-precision weights to start from: a file (torchvision's or ours) or "
                         "'torchvision' to fetch torchvision's ImageNet weights")
     p.add_argument("--init", default="", metavar="PATH",
-                   help="start from our checkpoint of another bit-width (alphas carry over)")
+                   help="start from our checkpoint of another bit-width (alphas carry over); "
+                        "instead of --pretrained")
     p.add_argument("--resume", default="", metavar="PATH")
     p.add_argument("-e", "--evaluate", action="store_true")
     p.add_argument("--seed", default=0, type=int)
@@ -204,6 +205,9 @@ def make_training(model, args, iters_per_epoch, device):
 
 
 def run(args):
+    if args.init and args.pretrained:  # run.sh passes --pretrained unless --init is given
+        raise UserError(f"--init {args.init} and --pretrained {args.pretrained} both name the "
+                        "starting weights: give one")
     ctx = start_process(args)
     local_batch = args.batch_size // ctx.world
     if args.evaluate:  # val/ alone: a user evaluating a checkpoint often has no train/

@@ -9,6 +9,8 @@
 #   TORCHRUN_ARGS="--nproc_per_node 8" ImageNet/run.sh resnet18 4 /imagenet
 #   TORCHRUN_ARGS="--nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8" ImageNet/run.sh ...
 #   PRETRAINED=/weights/resnet18-f37072fd.pth ImageNet/run.sh resnet18 2 /imagenet   # offline
+#   ImageNet/run.sh resnet18 2 /imagenet --init result/resnet18_4bit/model_best.pth.tar
+#     (chained from a higher bit-width: --init replaces the pretrained weights)
 #
 # Without TORCHRUN_ARGS it runs `python ImageNet/main.py` (one process; add -id 0,1,... for
 # DataParallel). The run folder is result/<arch>_<bit>bit; rerunning resumes it.
@@ -32,10 +34,15 @@ case "$arch:$bit" in
      exit 2 ;;
 esac
 
+# The pretrained FP32 weights, unless the arguments chain from another run with --init.
+start=(--pretrained "${PRETRAINED:-torchvision}")
+for a in "$@"; do
+  case $a in --init|--init=*) start=() ;; esac
+done
+
 dir="result/${arch}_${bit}bit"
 args=(-a "$arch" --bit "$bit" --data "$data" --epochs 100 --lr-steps 30 60 90
-      --warmup-iters 2500 "${recipe[@]}" --pretrained "${PRETRAINED:-torchvision}"
-      --save-dir "$dir")
+      --warmup-iters 2500 "${recipe[@]}" ${start[@]+"${start[@]}"} --save-dir "$dir")
 if [ -f "$dir/checkpoint.pth.tar" ]; then
   args+=(--resume "$dir/checkpoint.pth.tar")
 fi

@@ -1,5 +1,4 @@
-"""Integer APoT arithmetic: level integers, bit-packed codes, shift-and-add products and an
-integer convolution.
+"""Integer APoT arithmetic: bit-packed codes and the shift-and-add integer convolution.
 
 Before the spec's normalisation every APoT level is a sum of powers of two, i.e. an integer
 over a power-of-two denominator; scaled by that denominator the levels are integers whose set
@@ -41,15 +40,6 @@ def split_weight_codes(codes, bits):
 
 
 # --- shift-and-add arithmetic -------------------------------------------------------------------
-
-def set_bits(n):
-    return [e for e in range(int(n).bit_length()) if (int(n) >> e) & 1]
-
-
-def shift_add_product(w_int, a_int):
-    """w * a as the sum of a shifted by each set bit of w: what APoT hardware does."""
-    return sum(a_int << e for e in set_bits(w_int))
-
 
 def int_conv2d(a_int, w_sign, w_int, stride, padding):
     """Integer conv: a_int (N, C, H, W) int64, weights as sign (+-1) and level integers

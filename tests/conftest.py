@@ -125,6 +125,20 @@ def assert_one_line_error(proc, pattern):
     assert re.search(pattern, last_line(proc.stderr)), proc.stderr
 
 
+def agreement(stdout, model, n):
+    """The number of images on which `model`'s predictions agree with the exported model's,
+    from the line `model: top-1 T; predictions agree on A of N (...)`, where N must be n.
+    End-to-end tests ask for all but one: two float32 computations in different summation
+    orders (which differ between CPUs) may put an activation on the other side of a level
+    midpoint, and that may move the prediction of an image whose two best classes are close;
+    a defect moves many."""
+    found = re.search(rf"^{re.escape(model)}: top-1 [\d.]+; predictions agree on (\d+) of "
+                      rf"(\d+) \(", stdout, re.M)
+    assert found, stdout
+    assert int(found.group(2)) == n, found.group(0)
+    return int(found.group(1))
+
+
 @contextlib.contextmanager
 def working_directory(path):
     """contextlib.chdir, which needs Python 3.11."""

@@ -455,10 +455,10 @@ def test_res20_models_lists_the_authors_and_our_finished_stages_or_only_the_name
     official = tmp_path / "apot-official-res20"
     every = models().stdout.splitlines()
     assert every[:3] == [f"authors_{b}bit {official}/res20_{b}bit.pth.tar {b}" for b in (4, 3, 2)]
-    for line in every[3:]:  # our stages, once finished: their model_best is committed
-        name, ckpt, bit = line.split()
-        assert name == f"ours_{bit}bit" and (ROOT / ckpt).is_file()
-        assert ckpt == f"result/reference/res20_{bit}bit/model_best.pth.tar"
+    # our stages, all finished: their model_best is committed
+    assert every[3:] == [f"ours_{b}bit result/reference/res20_{b}bit/model_best.pth.tar {b}"
+                         for b in (4, 3, 2)]
+    assert all((ROOT / line.split()[1]).is_file() for line in every[3:])
     named = models("authors_2bit", "authors_4bit")
     assert named.stdout.splitlines() == [every[2], every[0]] and named.returncode == 0
     for bad in ("ours_5bit", "authors_.*", "authors_2bit authors_3bit"):

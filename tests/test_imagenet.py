@@ -66,6 +66,23 @@ def authors_quant(w, a, w_alpha, a_alpha, bit, quant):
     return wq, ((qa - xa).detach() + xa) * a_alpha
 
 
+def level_grids(bit, quant):
+    """The magnitude grids the authors' weight and activation quantizers round to."""
+    if quant == "uniform":
+        n_w, n_a = 2 ** (bit - 1) - 1, 2 ** bit - 1
+        return (torch.arange(n_w + 1, dtype=torch.float64) / n_w,
+                torch.arange(n_a + 1, dtype=torch.float64) / n_a)
+    weights = torch.tensor([0.0, 1.0]) if bit == 2 else weight_levels(bit, quant)
+    return weights.double(), activation_levels(bit, quant).double()
+
+
+def gap_to_midpoints(x, levels):
+    """How close x comes to a midpoint between two levels, relative to the midpoint (float32
+    rounding is relative; the power-of-two grids have midpoints as small as 2**-31)."""
+    mids = (levels[1:] + levels[:-1]) / 2
+    return ((x.detach().reshape(-1, 1) - mids).abs() / mids).min().item()
+
+
 @pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("bit", [2, 3, 4, 5])
 def test_forward_and_every_gradient_equal_the_authors(bit, quant):
@@ -84,6 +101,12 @@ def test_forward_and_every_gradient_equal_the_authors(bit, quant):
     aa64 = torch.tensor(conv.act_alpha.item(), dtype=torch.float64, requires_grad=True)
     wq, aq = authors_quant(w64, a64, wa64, aa64, bit, quant)
     out64 = torch.nn.functional.conv2d(aq, wq, padding=1)
+    # No weight or activation lies within float32 rounding (which differs between CPUs) of a
+    # level midpoint, where the float32 layer could choose the other level than float64.
+    w_grid, a_grid = level_grids(bit, quant)
+    x_w = (((w64 - w64.mean()) / w64.std()) / wa64).clamp(-1, 1).abs()
+    assert gap_to_midpoints(x_w, w_grid) > 1e-5 and gap_to_midpoints(
+        (a64 / aa64).clamp(0, 1), a_grid) > 1e-5, "test data at a midpoint: take another seed"
     out64.mul(g.double()).sum().backward()
 
     assert torch.allclose(conv(a).detach().double(), out64.detach(), atol=1e-4)
@@ -239,6 +262,22 @@ def test_run_sh_applies_the_recipe_and_passes_arguments_through(tmp_path):
     assert bad.returncode == 2 and "no published recipe for resnet50 at 7 bits" in bad.stderr
 
 
+@pytest.mark.parametrize("init", [["--init", "result/resnet18_4bit/model_best.pth.tar"],
+                                  ["--init=result/resnet18_4bit/model_best.pth.tar"]])
+def test_run_sh_chained_with_init_passes_no_pretrained_weights(init, tmp_path):
+    args = recipe_args("resnet18", 2, tmp_path, *init)
+    assert args.init == "result/resnet18_4bit/model_best.pth.tar" and args.pretrained == ""
+
+
+def test_init_and_pretrained_together_are_a_one_line_error(tiny_imagenet, tmp_path):
+    proc = run_in_process(imagenet_main, "--data", tiny_imagenet, "--pretrained", "torchvision",
+                          "--init", tmp_path / "x.pth.tar", "--save-dir", tmp_path / "r", *FAST,
+                          cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --init .*x\.pth\.tar and --pretrained torchvision "
+                                r"both name the starting weights: give one$")
+    assert list(tmp_path.iterdir()) == []
+
+
 def recipe_args(arch, bit, tmp_path, *extra, env=None):
     """The main.py arguments that ImageNet/run.sh passes for a recipe (and extra arguments),
     parsed by main.py's own parser."""
@@ -382,13 +421,23 @@ def test_evaluation_reads_val_alone(trained_run, tmp_path):
                           r"^error: .*val not found: --data must be an ImageFolder")
 
 
-@pytest.mark.parametrize("arch, bit", [("resnet34", 4), ("resnet18", 2)])
-def test_evaluating_a_checkpoint_of_another_model_is_a_clear_error(arch, bit, trained_run,
-                                                                   tiny_imagenet, tmp_path):
+@pytest.mark.parametrize("arch, bit, meta, error", [
+    ("resnet34", 4, True, r"is a arch=resnet18 run, not arch=resnet34$"),
+    ("resnet18", 2, True, r"is a bit=4 run, not bit=2$"),
+    # without the run's record (as the authors' checkpoints): the keys and shapes tell
+    ("resnet34", 4, False, r"does not fit this model \(missing layer1\.2\.bn1\.bias, "),
+])
+def test_evaluating_a_checkpoint_of_another_model_is_a_clear_error(arch, bit, meta, error,
+                                                                   trained_run, tiny_imagenet,
+                                                                   tmp_path):
+    ckpt = trained_run / "model_best.pth.tar"
+    if not meta:
+        bare = torch.load(ckpt, weights_only=True)["state_dict"]
+        ckpt = tmp_path.parent / f"bare_{tmp_path.name}.pth.tar"
+        torch.save({"state_dict": bare}, ckpt)
     proc = run_in_process(imagenet_main, "-a", arch, "--bit", bit, "--data", tiny_imagenet, "-e",
-                          "--init", trained_run / "model_best.pth.tar", *FAST, cwd=tmp_path)
-    assert_one_line_error(proc, r"^error: checkpoint .* (is a (arch=resnet18|bit=4) run|does not "
-                                r"fit this model)")
+                          "--init", ckpt, *FAST, cwd=tmp_path)
+    assert_one_line_error(proc, rf"^error: checkpoint {re.escape(str(ckpt))} {error}")
     assert list(tmp_path.iterdir()) == []
 
 
