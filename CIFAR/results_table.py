@@ -3,6 +3,7 @@
     python CIFAR/results_table.py [--results result/reference] [--arch res20] [--epochs 300]
 
     python CIFAR/results_table.py --update README.md   # rewrites only the README's block
+    python CIFAR/results_table.py --arch res56 --update README.md   # the ResNet-56 block
     python CIFAR/results_table.py --finished           # e.g. "32 4": the finished stages
     python CIFAR/results_table.py --gaps               # the numbers "where we differ" cites
 
@@ -12,7 +13,8 @@ accuracy over the last lr phase, the drops of our best and of our mean from our 
 median wall time of an epoch, then the reference numbers of docs/method.md (the paper with its
 drop from the paper's FP32, the authors' README, an independent rerun of the authors' code: not
 ours). A stage that has not reached --epochs says so instead of a final accuracy or a drop; a
-log longer than --epochs is an error.
+log longer than --epochs is an error. A line below the table gives the set-up the stages'
+args.json record (--bn-groups, memory format). Each --arch has its own README block.
 
 Below the table, for each finished stage, the spread of its test accuracy over the last lr
 phase (from epoch 225 on, where the step schedule's lr is 0.01 of the stage's): how far apart
@@ -27,6 +29,7 @@ stage's own part: the arithmetic of docs/reproduction.md's "where we differ", do
 """
 import argparse
 import csv
+import json
 import re
 import statistics
 from pathlib import Path
@@ -35,9 +38,11 @@ from apot.training import atomic_write, positive_int, stage_name
 from CIFAR.main import LR_STEPS
 
 STAGES = (32, 4, 3, 2)
-REFERENCE = {  # ResNet-20 on CIFAR-10, as docs/method.md lists them: (paper, README, rerun)
-    32: ("91.6", "92.96", "92.90"), 4: ("92.3", "92.45", "92.56"), 3: ("92.2", "92.49", "92.53"),
-    2: ("91.0", "90.96", "91.02"),
+REFERENCES = {  # CIFAR-10, as docs/method.md lists them: {bit: (paper, README, rerun)}
+    "res20": {32: ("91.6", "92.96", "92.90"), 4: ("92.3", "92.45", "92.56"),
+              3: ("92.2", "92.49", "92.53"), 2: ("91.0", "90.96", "91.02")},
+    "res56": {32: ("93.2", "94.46", "93.94"), 4: ("94.0", "93.93", "93.85"),
+              3: ("93.9", "93.77", "93.46"), 2: ("92.9", "93.05", "92.75")},
 }
 
 
@@ -83,8 +88,15 @@ def load_runs(args):
 COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase mean (sd)",
            "drop of our best", "drop of our mean", "s/epoch (median)", "paper (drop)",
            "authors' README", "rerun of the authors' code")
-BEGIN, END = "<!-- results-table: made by CIFAR/results_table.py --update -->", \
-    "<!-- /results-table -->"
+
+
+def markers(arch):
+    """The lines around an architecture's table in the README."""
+    return (f"<!-- results-table {arch}: made by CIFAR/results_table.py --arch {arch} --update -->",
+            f"<!-- /results-table {arch} -->")
+
+
+BEGIN, END = markers("res20")
 
 
 def finished_runs(runs, epochs):
@@ -126,20 +138,42 @@ def stage_cells(rows, epochs, fp32, start):
             f"{mean:.2f} ({sd:.2f})", *drops, f"{seconds:.0f}")
 
 
-def reference_cells(bit):
-    paper, readme, rerun = REFERENCE[bit]
-    drop = "" if bit == 32 else f" ({float(REFERENCE[32][0]) - float(paper):+.1f})"
+def references(arch):
+    if arch not in REFERENCES:
+        raise SystemExit(f"error: no reference numbers for --arch {arch}: the paper's CIFAR-10 "
+                         f"table has {' and '.join(REFERENCES)}")
+    return REFERENCES[arch]
+
+
+def reference_cells(bit, refs):
+    paper, readme, rerun = refs[bit]
+    drop = "" if bit == 32 else f" ({float(refs[32][0]) - float(paper):+.1f})"
     return (paper + drop, readme, rerun)
 
 
-def table(runs, epochs, start):
+def setup_line(results, arch, bits):
+    """What the stages' args.json record of how they were trained: --bn-groups (absent: 1, the
+    runs made before the flag) and the memory format (absent: channels_last, the only one then)."""
+    setups = {}
+    for bit in bits:
+        path = Path(results) / f"{arch}_{bit}bit" / "args.json"
+        args = json.loads(path.read_text()) if path.is_file() else {}
+        layout = "channels_last" if args.get("channels_last", True) else "NCHW"
+        setups[bit] = f"--bn-groups {args.get('bn_groups', 1)}, {layout}"
+    if len(set(setups.values())) == 1:
+        return f"Set-up of every stage (args.json): {next(iter(setups.values()))}"
+    return "Set-up (args.json): " + "; ".join(f"{stage_name(b)} {s}" for b, s in setups.items())
+
+
+def table(runs, epochs, start, refs=REFERENCES["res20"]):
     fp32 = finished_runs(runs, epochs).get(32)
     fp32_stats = (best_accuracy(fp32), phase_stats(last_phase(fp32, start))[0]) if fp32 else None
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for bit in STAGES:
         ours = (stage_cells(runs[bit], epochs, None if bit == 32 else fp32_stats, start)
                 if bit in runs else ("not run yet", "", "", "", "", "", ""))
-        lines.append("| " + " | ".join((stage_name(bit), *ours, *reference_cells(bit))) + " |")
+        lines.append("| " + " | ".join((stage_name(bit), *ours, *reference_cells(bit, refs)))
+                     + " |")
     return "\n".join(lines)
 
 
@@ -167,7 +201,7 @@ def last_phase_spread(runs, epochs, start):
     return "\n".join(lines)
 
 
-def stage_gaps(bit, rows, start, fp32_best):
+def stage_gaps(bit, rows, start, fp32_best, refs):
     """The --gaps lines of one finished stage; fp32_best is our finished FP32's best, or None."""
     name, best = stage_name(bit), best_accuracy(rows)
     mean, sd = phase_stats(last_phase(rows, start))
@@ -175,8 +209,8 @@ def stage_gaps(bit, rows, start, fp32_best):
     def in_sd(diff):
         return f"{diff / sd:+.1f} sd" if sd > 0 else f"sd is {sd:.0f}"
 
-    refs = list(zip(("the paper", "the authors' README", "the rerun"), REFERENCE[bit],
-                    map(float, REFERENCE[bit]), map(float, REFERENCE[32])))
+    refs = list(zip(("the paper", "the authors' README", "the rerun"), refs[bit],
+                    map(float, refs[bit]), map(float, refs[32])))
     lines = [f"{name}: best {best:.2f}, last-phase mean {mean:.2f} (sd {sd:.2f}): best - mean "
              f"{best - mean:+.2f} ({in_sd(best - mean)})",
              f"{name}: best - reference: " + ", ".join(
@@ -193,12 +227,12 @@ def stage_gaps(bit, rows, start, fp32_best):
             f"{name} {best - ref:+.2f})" for who, _, ref, ref32 in refs)]
 
 
-def gaps(runs, epochs, start):
+def gaps(runs, epochs, start, refs=REFERENCES["res20"]):
     """The --gaps lines of every finished stage."""
     finished = finished_runs(runs, epochs)
     fp32_best = best_accuracy(finished[32]) if 32 in finished else None
     return "\n".join(line for bit in STAGES if bit in finished
-                     for line in stage_gaps(bit, finished[bit], start, fp32_best))
+                     for line in stage_gaps(bit, finished[bit], start, fp32_best, refs))
 
 
 def main(argv=None):
@@ -218,15 +252,18 @@ def main(argv=None):
         finished = finished_runs(runs, args.epochs)
         print(" ".join(str(b) for b in STAGES if b in finished))
         return
+    refs = references(args.arch)
     if args.gaps:
-        print(gaps(runs, args.epochs, start))
+        print(gaps(runs, args.epochs, start, refs))
         return
-    text = table(runs, args.epochs, start)
+    text = table(runs, args.epochs, start, refs)
+    if runs:
+        text += "\n\n" + setup_line(args.results, args.arch, runs)
     spread = last_phase_spread(runs, args.epochs, start)
     if spread:
         text += "\n\n" + spread
     if args.update:
-        update_block(args.update, text)
+        update_block(args.update, text, *markers(args.arch))
         print(f"updated the results block of {args.update}")
     else:
         print(text)

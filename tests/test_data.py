@@ -132,10 +132,10 @@ def test_plot_curves_zooms_on_the_last_lr_phase_of_the_stage_length(tmp_path):
     assert [tuple(line.get_xdata()[[0, -1]]) for line in zoom.lines] == [(0, 4), (0, 4)]
 
 
-def write_logs(folder, logs):
-    """folder/res20_<bit>bit/log.csv for each {bit: [(test accuracy, seconds) per epoch]}."""
+def write_logs(folder, logs, arch="res20"):
+    """folder/<arch>_<bit>bit/log.csv for each {bit: [(test accuracy, seconds) per epoch]}."""
     for bit, rows in logs.items():
-        run = folder / f"res20_{bit}bit"
+        run = folder / f"{arch}_{bit}bit"
         run.mkdir(parents=True)
         body = "".join(f"{e},0.1,1.0,50.0,1.0,{acc},0,{sec}\n" for e, (acc, sec) in enumerate(rows))
         (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
@@ -254,6 +254,34 @@ def test_update_rewrites_only_the_marked_block(tmp_path):
     proc = run_in_process(main, "--results", tmp_path / "reslut", "--update", readme, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: --results .*reslut is not a folder$")
     assert readme.read_text() == f"{BEGIN}\nkept\n{END}\n"
+
+
+def test_each_architecture_has_its_references_block_and_recorded_set_up(tmp_path):
+    from CIFAR.results_table import main, markers
+    write_logs(tmp_path, {32: [(93.0, 1)] * 3, 4: [(92.0, 1)]}, arch="res56")
+    (tmp_path / "res56_32bit" / "args.json").write_text('{"bn_groups": 2, "channels_last": true}')
+    (tmp_path / "res56_4bit" / "args.json").write_text('{"bn_groups": 2, "channels_last": false}')
+    write_logs(tmp_path, {32: [(91.0, 1)] * 3}, arch="res20")  # no args.json: an early run
+    readme = tmp_path / "README.md"
+    blocks = [line for arch in ("res20", "res56") for line in (*markers(arch), "")]
+    readme.write_text("\n".join(blocks))
+    for arch in ("res56", "res20"):
+        proc = run_in_process(main, "--results", tmp_path, "--arch", arch, "--epochs", "3",
+                              "--update", readme, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    res20, res56 = readme.read_text().split(markers("res56")[0])
+    # the paper's ResNet-56 FP32 and 4-bit (93.2, 94.0), its README's and the rerun's
+    assert ("| FP32 | 3/3 | 93.00 (0) | 93.00 | 93.00 (0.00) |  |  | 1 | 93.2 | 94.46 | 93.94 |"
+            in res56)
+    assert "| 4-bit | 1/3 | 92.00 (0) | not finished |  |  |  | 1 | 94.0 (-0.8) | 93.93 | 93.85 |" \
+        in res56
+    assert "Set-up (args.json): FP32 --bn-groups 2, channels_last; 4-bit --bn-groups 2, NCHW" \
+        in res56
+    assert "| FP32 | 3/3 | 91.00 (0) |" in res20 and "| 91.6 | 92.96 | 92.90 |" in res20
+    assert "Set-up of every stage (args.json): --bn-groups 1, channels_last" in res20
+    proc = run_in_process(main, "--results", tmp_path, "--arch", "res110", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: no reference numbers for --arch res110: the paper's "
+                                r"CIFAR-10 table has res20 and res56$")
 
 
 def test_a_log_longer_than_the_stage_is_refused(tmp_path):
