@@ -1,0 +1,115 @@
+"""torch.hub entry points: our trained APoT ResNet-20 (CIFAR-10) and the ImageNet ResNet builders.
+
+    model = torch.hub.load("path/to/clone", "apot_resnet20", source="local", bit=4,
+                           pretrained=True)
+    model = torch.hub.load("path/to/clone", "apot_resnet18", source="local", bit=4)
+
+The CIFAR weights are our reference runs' model_best.pth.tar, read from result/reference/ beside
+this file (never downloaded). Only the model code is imported: no training, data or compiled
+code; the quantizers compile on the first forward, as in main.py (APOT_COMPILE=0: eager).
+"""
+import json as _json
+import os as _os
+import re as _re
+
+import torch as _torch
+
+dependencies = ["torch", "torchvision"]
+
+_REFERENCE = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "result", "reference")
+_TRAINED = {"res20": (32, 4, 3, 2)}  # the networks and bit-widths whose chain has finished
+
+
+def _stage(bit):
+    return "FP32" if bit == 32 else f"{bit}-bit"
+
+
+def _weights_path(arch, bit):
+    if bit not in _TRAINED.get(arch, ()):
+        have = ", ".join(f"{a} bit={'/'.join(map(str, bits))}" for a, bits in _TRAINED.items())
+        raise ValueError(f"no trained {arch} model at bit={bit!r}: we have {have}")
+    path = _os.path.join(_REFERENCE, f"{arch}_{bit}bit", "model_best.pth.tar")
+    if not _os.path.isfile(path):
+        raise FileNotFoundError(f"the {arch} {_stage(bit)} weights are missing: {path} (a "
+                                "partial clone? they are committed in result/reference/)")
+    return path
+
+
+def _state_dict(path):
+    """A checkpoint's weights (read with weights_only), without DataParallel's 'module.'."""
+    ckpt = _torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state_dict")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _load(model, path):
+    missing, unexpected = model.load_state_dict(_state_dict(path), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this model ({len(missing)} keys missing, "
+                         f"{len(unexpected)} unexpected; first: {(missing + unexpected)[0]}): "
+                         "wrong network, bit-width or number of classes?")
+    return model
+
+
+def apot_resnet20(bit=4, pretrained=False, quant="apot"):
+    from CIFAR.resnet import ARCHS
+    model = ARCHS["res20"](bit=bit, num_classes=10, quant=quant)
+    if pretrained:
+        _load(model, _weights_path("res20", bit))
+    # main.py's layout: with inputs normalised as CIFAR.data.Normalize gives them (also
+    # channels_last), the model computes exactly what `main.py -e` does
+    return model.to(memory_format=_torch.channels_last).eval()
+
+
+def _recipe_line(arch, bit):
+    """One docstring line of a trained stage, read from its files: test top-1 and recipe."""
+    folder = _os.path.join(_REFERENCE, f"{arch}_{bit}bit")
+    try:
+        best = _torch.load(_os.path.join(folder, "model_best.pth.tar"), map_location="cpu",
+                           weights_only=True)
+        with open(_os.path.join(folder, "args.json")) as f:
+            args = _json.load(f)
+    except (OSError, ValueError) as e:
+        return f"    bit={bit}: weights unreadable here ({type(e).__name__})"
+    init = _re.search(r"_(\d+)bit", args.get("init", ""))
+    start = f", from the {_stage(int(init.group(1)))} model" if init else ", from scratch"
+    return (f"    bit={bit}: test top-1 {best['best_prec']:.2f} (epoch {best['epoch'] - 1} of "
+            f"{args['epochs']}); lr {args['lr']}, weight decay {args['weight_decay']}{start}")
+
+
+apot_resnet20.__doc__ = (
+    "ResNet-20 on CIFAR-10 with APoT weights and activations (32 = full precision), in eval\n"
+    "mode. pretrained=True loads our reference run of that bit-width (CIFAR/run.sh, seed 0,\n"
+    "batch 128, lr x0.1 at epochs 150 and 225; the README's table):\n"
+    + "\n".join(_recipe_line("res20", b) for b in _TRAINED["res20"])
+    + "\nInputs: 32x32 images normalised with CIFAR-10's mean and std (CIFAR.data.Normalize).")
+
+
+def _imagenet(name, bit, pretrained, num_classes, quant):
+    from ImageNet.resnet import ARCHS
+    model = ARCHS[name](bit=bit, num_classes=num_classes, quant=quant)
+    if pretrained is True:
+        raise ValueError(f"we have trained no {name}: pretrained takes the path of your own "
+                         "checkpoint (ImageNet/main.py's model_best.pth.tar), or False")
+    if pretrained:
+        _load(model, pretrained)
+    return model
+
+
+def apot_resnet18(bit=4, pretrained=False, num_classes=1000, quant="apot"):
+    """ImageNet ResNet-18 in torchvision's layout with APoT convs (32 = full precision), in
+    training mode, for ImageNet/main.py's recipe; pretrained: False, or the path of a
+    checkpoint of this network and bit-width (yours: we have trained none)."""
+    return _imagenet("resnet18", bit, pretrained, num_classes, quant)
+
+
+def apot_resnet34(bit=4, pretrained=False, num_classes=1000, quant="apot"):
+    """ImageNet ResNet-34, as apot_resnet18."""
+    return _imagenet("resnet34", bit, pretrained, num_classes, quant)
+
+
+def apot_resnet50(bit=4, pretrained=False, num_classes=1000, quant="apot"):
+    """ImageNet ResNet-50, as apot_resnet18."""
+    return _imagenet("resnet50", bit, pretrained, num_classes, quant)

@@ -1,0 +1,133 @@
+"""hubconf.py: torch.hub entry points of our trained models and the ImageNet builders."""
+import importlib.util
+import re
+
+import pytest
+import torch
+
+from conftest import CIFAR_DIR, ROOT, needs_shared, run_script
+
+BITS = (32, 4, 3, 2)
+
+
+def hubconf():
+    """hubconf.py as a module of its own, as torch.hub imports it."""
+    spec = importlib.util.spec_from_file_location("hubconf_under_test", ROOT / "hubconf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_list_and_help_read_the_clone(monkeypatch):
+    """torch.hub.list and help take GitHub names only; their fetch step is pointed at this
+    clone, so everything after it (importing hubconf.py, finding the entries) runs as is."""
+    monkeypatch.setattr(torch.hub, "_get_cache_or_reload", lambda *args, **kwargs: str(ROOT))
+    assert torch.hub.list("owner/repo") == ["apot_resnet18", "apot_resnet20", "apot_resnet34",
+                                            "apot_resnet50"]
+    doc = torch.hub.help("owner/repo", "apot_resnet20")
+    for bit in BITS:  # each stage's accuracy and recipe, read from its files
+        best = torch.load(ROOT / "result" / "reference" / f"res20_{bit}bit" / "model_best.pth.tar",
+                          weights_only=True)
+        assert re.search(rf"bit={bit}: test top-1 {best['best_prec']:.2f} \(epoch "
+                         rf"{best['epoch'] - 1} of 300\); lr 0\.\d+, weight decay ", doc), doc
+    assert "from the 3-bit model" in doc
+    assert "(yours: we have trained none)" in torch.hub.help("owner/repo", "apot_resnet18")
+
+
+@pytest.mark.parametrize("bit", BITS)
+def test_pretrained_models_hold_our_reference_weights(bit):
+    model = torch.hub.load(str(ROOT), "apot_resnet20", source="local", bit=bit, pretrained=True)
+    best = torch.load(ROOT / "result" / "reference" / f"res20_{bit}bit" / "model_best.pth.tar",
+                      weights_only=True)["state_dict"]
+    ours = model.state_dict()
+    assert not model.training and ours.keys() == best.keys()
+    assert all(torch.equal(ours[k], best[k]) for k in best)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_unknown_models_and_missing_weights_are_one_line_errors(tmp_path, monkeypatch):
+    hub = hubconf()
+    monkeypatch.setattr(hub, "_REFERENCE", str(tmp_path))
+    wrong = tmp_path / "r34.pth.tar"
+    torch.save({"state_dict": hub.apot_resnet34(bit=4).state_dict()}, wrong)
+    cases = [
+        (lambda: torch.hub.load(str(ROOT), "apot_resnet20", source="local", bit=5,
+                                pretrained=True),
+         ValueError, r"no trained res20 model at bit=5: we have res20 bit=32/4/3/2"),
+        (lambda: torch.hub.load(str(ROOT), "apot_resnet18", source="local", pretrained=True),
+         ValueError, r"we have trained no resnet18: pretrained takes the path of your own "
+                     r"checkpoint \(ImageNet/main\.py's model_best\.pth\.tar\), or False"),
+        (lambda: hub.apot_resnet20(bit=2, pretrained=True),
+         FileNotFoundError, rf"the res20 2-bit weights are missing: {re.escape(str(tmp_path))}"
+                            r"/res20_2bit/model_best\.pth\.tar \(a partial clone\? .*\)"),
+        (lambda: hub.apot_resnet18(bit=4, pretrained=str(wrong)),
+         ValueError, rf"{re.escape(str(wrong))} does not fit this model \(\d+ keys missing, \d+ "
+                     r"unexpected; first: \S+\): wrong network, bit-width or number of classes\?")]
+    for load, kind, message in cases:
+        with pytest.raises(kind) as error:
+            load()
+        assert re.fullmatch(message, str(error.value)), str(error.value)  # one line, whole
+
+
+def test_imagenet_builders_take_a_users_checkpoint(tmp_path):
+    hub = hubconf()
+    trained = hub.apot_resnet18(bit=2, num_classes=3)
+    path = tmp_path / "mine.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, path)
+    model = torch.hub.load(str(ROOT), "apot_resnet18", source="local", bit=2, num_classes=3,
+                           pretrained=str(path))
+    assert model.training and all(torch.equal(model.state_dict()[k], v)
+                                  for k, v in trained.state_dict().items())
+
+
+def test_loading_imports_no_training_code_and_compiles_nothing():
+    proc = run_script("-c", f"""
+import sys, torch
+from torch._dynamo.utils import counters
+torch.hub.load({str(ROOT)!r}, "apot_resnet20", source="local", bit=4, pretrained=True)
+torch.hub.load({str(ROOT)!r}, "apot_resnet18", source="local", bit=4)
+training = [m for m in ("CIFAR.main", "CIFAR.data", "ImageNet.main", "ImageNet.data",
+                        "apot.training", "apot.export") if m in sys.modules]
+print(training, sum(counters["frames"].values()))
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[] 0"
+
+
+@needs_shared
+def test_hub_model_scores_what_main_py_evaluates_on_2000_images(tmp_path):
+    """main.py -e's model and evaluate() on the first 2,000 test images against the hub model
+    fed the same normalised images: the same predictions, the same top-1."""
+    from apot.training import RunContext
+    from CIFAR.data import Normalize, load_cifar
+    from CIFAR.main import build_model, evaluate, get_args_parser, load_initial_weights
+    ckpt = ROOT / "result" / "reference" / "res20_2bit" / "model_best.pth.tar"
+    args = get_args_parser().parse_args(["-a", "res20", "--bit", "2", "-e", "--init", str(ckpt)])
+    reference = build_model(args)
+    load_initial_weights(reference, args, print)
+    _, _, x, y = load_cifar(CIFAR_DIR, download=False, train=False)
+    x, y = x[:2000], y[:2000]
+    ctx = RunContext(rank=0, world=1, device=torch.device("cpu"), dp_ids=None, quiet=True)
+    normalize = Normalize("cifar10", "cpu")
+    _, main_top1 = evaluate(reference, torch.nn.CrossEntropyLoss(), (x, y), normalize, ctx)
+    hub = torch.hub.load(str(ROOT), "apot_resnet20", source="local", bit=2, pretrained=True)
+    with torch.no_grad():
+        predicted = torch.cat([hub(normalize(x[i:i + 100])).argmax(1) for i in range(0, 2000, 100)])
+    assert 100 * (predicted == y).sum().item() / 2000 == main_top1
+
+
+def test_hub_model_exports_to_onnx_with_export_py(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import onnxruntime as ort
+    from CIFAR.export import main as cifar_export
+    model = torch.hub.load(str(ROOT), "apot_resnet20", source="local", bit=4, pretrained=True)
+    ckpt = tmp_path / "hub_4bit.pth.tar"
+    torch.save({"state_dict": model.state_dict(), "arch": "res20", "bit": 4}, ckpt)
+    cifar_export(["onnx", str(ckpt), "--bit", "4", "--out", str(tmp_path / "m.onnx")])
+    assert "4-bit ConvInteger" in capsys.readouterr().out
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x.contiguous(memory_format=torch.channels_last)).argmax(1).numpy()
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    assert (np.argmax(got, 1) == want).sum() >= 7  # all but one (conftest.agreement says why)
