@@ -21,10 +21,23 @@ DATA = Path(data_root())  # $APOT_DATA, else ../shared/data
 CIFAR_DIR = DATA / "cifar10"
 OFFICIAL = DATA / "apot-official-res20"
 
-needs_shared = pytest.mark.skipif(
-    not (CIFAR_DIR / "cifar-10-batches-py").is_dir() or not OFFICIAL.is_dir(),
-    reason=f"needs the real CIFAR-10 and the authors' checkpoints under {DATA} (absent; "
-           "APOT_DATA names another folder)")
+HAVE_DATA = (CIFAR_DIR / "cifar-10-batches-py").is_dir() and OFFICIAL.is_dir()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked needs_data or cuda (pyproject.toml's markers) skip, saying why, where the
+    shared data or a GPU is absent."""
+    absent = {"needs_data": f"needs the real CIFAR-10 and the authors' checkpoints under {DATA} "
+                            "(absent; APOT_DATA names another folder)",
+              "cuda": "needs a GPU (none here)"}
+    if HAVE_DATA:
+        del absent["needs_data"]
+    if torch.cuda.is_available():
+        del absent["cuda"]
+    for item in items:
+        for marker, reason in absent.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def write_tiny_cifar(root, n_train=64, n_test=40, classes=10, seed=0):

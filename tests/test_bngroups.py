@@ -38,6 +38,7 @@ def assert_gradients_equal(ours, ref, what):
         assert torch.allclose(grad, ref[name], rtol=1e-9, atol=1e-12 * scale), (what, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch, groups", [(12, 2), (26, 3)])  # torch.chunk: 6+6, 9+9+8
 def test_grouped_batchnorm_equals_dataparallel_replicas(batch, groups):
     """One step at a time from identical state, in float64: the reference trains on (so later

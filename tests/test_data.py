@@ -472,6 +472,7 @@ def test_the_docs_export_tables_are_the_committed_logs():
         assert text.split(begin + "\n")[1].split("\n" + end)[0] == table(name, ROOT / "result")
 
 
+@pytest.mark.slow
 def test_res20_models_lists_the_authors_and_our_finished_stages_or_only_the_named(tmp_path):
     def bash(script, *args):
         return subprocess.run(["bash", script, *args], cwd=ROOT,

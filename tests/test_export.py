@@ -13,7 +13,7 @@ from apot.training import UserError
 from CIFAR.quant_layer import QuantConv2d
 from CIFAR.export import main as EXPORT
 from conftest import (CIFAR_DIR, OFFICIAL, agreement, assert_one_line_error, make_image_folder,
-                      needs_shared, run_in_process)
+                      run_in_process)
 from ImageNet.export import main as IMAGENET_EXPORT
 from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d
 
@@ -210,7 +210,8 @@ def test_compare_runs_the_float_model_in_float32_and_float64(capsys):
         "the float model's on 2"]
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.needs_data
 @pytest.mark.parametrize("bit", [4, 2])
 def test_authors_checkpoints_run_on_integers(bit, tmp_path):
     ckpt = OFFICIAL / f"res20_{bit}bit.pth.tar"
@@ -275,6 +276,7 @@ def calibrated_imagenet_checkpoint(path, bit):
     return path
 
 
+@pytest.mark.slow
 def test_imagenet_export_and_infer_end_to_end(tiny_imagenet, tmp_path):
     ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4)
     out = tmp_path / "r18.apot"  # the default name: r18.pth.tar -> r18.apot
@@ -291,6 +293,7 @@ def test_imagenet_export_and_infer_end_to_end(tiny_imagenet, tmp_path):
     assert agreement(proc.stdout, "float fake-quant model", 6) >= 5
 
 
+@pytest.mark.slow
 def test_each_command_line_refuses_the_other_variants_files(tmp_path):
     ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 2)
     proc = run_in_process(EXPORT, "export", ckpt, cwd=tmp_path)

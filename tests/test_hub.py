@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from conftest import CIFAR_DIR, ROOT, needs_shared, run_script
+from conftest import CIFAR_DIR, ROOT, run_script
 
 BITS = (32, 4, 3, 2)
 
@@ -80,6 +80,7 @@ def test_imagenet_builders_take_a_users_checkpoint(tmp_path):
                                   for k, v in trained.state_dict().items())
 
 
+@pytest.mark.slow
 def test_loading_imports_no_training_code_and_compiles_nothing():
     proc = run_script("-c", f"""
 import sys, torch
@@ -94,7 +95,8 @@ print(training, sum(counters["frames"].values()))
     assert proc.stdout.splitlines()[-1] == "[] 0"
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_hub_model_scores_what_main_py_evaluates_on_2000_images(tmp_path):
     """main.py -e's model and evaluate() on the first 2,000 test images against the hub model
     fed the same normalised images: the same predictions, the same top-1."""

@@ -176,6 +176,7 @@ def test_torchvision_weights_load_into_every_bit_width():
     assert torch.equal(model.layer1[0].conv1.weight, tv.layer1[0].conv1.weight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bit", [4, 32])
 def test_train_and_evaluate_resnet18(bit, tiny_imagenet, tmp_path):
     proc = run_in_process(imagenet_main, "-a", "resnet18", "--bit", bit, "--data", tiny_imagenet,
@@ -192,6 +193,7 @@ def test_train_and_evaluate_resnet18(bit, tiny_imagenet, tmp_path):
     assert re.fullmatch(r"\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d", last_line(proc.stdout))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_checkpoint_from_rank0_and_resume(tiny_imagenet, tmp_path):
     """Two processes write one checkpoint (rank 0), which a single process resumes."""
     common = ["-a", "resnet18", "--bit", "4", "--data", tiny_imagenet, "-b", "4", "--save-dir",

@@ -12,8 +12,8 @@ import torch
 
 from apot.projection import compilation
 from CIFAR.main import main as cifar_main
-from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, last_line, needs_shared,
-                      run_in_process, run_with_stand_in_python)
+from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, last_line, run_in_process,
+                      run_with_stand_in_python)
 
 MAIN = ROOT / "CIFAR" / "main.py"
 
@@ -68,6 +68,7 @@ def test_evaluate_prints_prec_as_the_last_line(trained, tiny_cifar, tmp_path):
     assert last_line(proc.stdout) == f"* Prec@1 {best:.2f}"
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_to_an_uninterrupted_run(trained, tiny_cifar, tmp_path):
     full, _ = trained
     first = train(tmp_path, tiny_cifar, "--bit", "4", "--epochs", "1", "--lr", "0.04")
@@ -92,6 +93,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(trained, tiny_cifar, tm
     assert digest(tmp_path / "run" / "checkpoint.pth.tar") == before
 
 
+@pytest.mark.slow
 def test_run_sh_chains_all_four_stages(tiny_cifar, tmp_path):
     """run.sh's four command lines, recorded by a stand-in interpreter, then trained by main.py
     in this process in the same order: each quantized stage starts from the previous best."""
@@ -294,6 +296,7 @@ def test_nan_check_stops_within_ten_steps_of_the_first_nan(main_in_process, tiny
     assert not (tmp_path / "run" / "checkpoint.pth.tar").exists()
 
 
+@pytest.mark.slow
 def test_compile_model_trains_as_the_uncompiled_model(main_in_process, tiny_cifar, tmp_path,
                                                       monkeypatch):
     """--compile-model traces the whole model, custom autograd Functions included, into one
@@ -338,6 +341,7 @@ def test_compile_model_refuses_several_processes(main_in_process, tiny_cifar, tm
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_with_ddp(tiny_cifar, tmp_path):
     proc = subprocess.run(
         ["torchrun", "--standalone", "--nproc_per_node", "2", MAIN, "-a", "res20", "--bit", "4",
@@ -348,7 +352,8 @@ def test_torchrun_two_processes_train_with_ddp(tiny_cifar, tmp_path):
     assert torch.load(tmp_path / "ddp" / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.needs_data
 @pytest.mark.parametrize("bit,stored", [(32, 92.96), (4, 92.47), (3, 92.51), (2, 90.96)])
 def test_authors_checkpoints_reproduce_their_accuracy(bit, stored, tmp_path):
     """Acceptance 1: our quantizer is the published one (as users run it: compiled)."""

@@ -75,6 +75,7 @@ def test_every_convolution_sees_the_chosen_layout(layout):
     assert not Normalize("cifar10", "cpu", want)(images).is_contiguous(memory_format=other)
 
 
+@pytest.mark.slow
 def test_the_layout_is_recorded_and_a_resume_may_not_change_it(tiny_cifar, tmp_path):
     common = ["--bit", "4", "--data", tiny_cifar, "--no-download", "-b", "16", "--no-progress",
               "--save-dir", tmp_path / "run"]

@@ -18,7 +18,7 @@ from apot.training import UserError  # noqa: E402
 from CIFAR.export import VARIANT as CIFAR, main as cifar_export  # noqa: E402
 from CIFAR.quant_layer import QuantConv2d  # noqa: E402
 from CIFAR.resnet import ARCHS  # noqa: E402
-from conftest import (OFFICIAL, agreement, assert_one_line_error, needs_shared,  # noqa: E402
+from conftest import (OFFICIAL, agreement, assert_one_line_error,  # noqa: E402
                       run_in_process)
 from ImageNet.export import VARIANT as IMAGENET  # noqa: E402
 from test_export import calibrated_imagenet_checkpoint, quant_conv  # noqa: E402
@@ -132,6 +132,7 @@ def test_plain_power_of_two_at_4_bits_is_refused():
         to_onnx(model, QuantConv2d, 32)
 
 
+@pytest.mark.slow
 def test_calibrated_imagenet_resnet18_agrees_with_pytorch(tiny_imagenet, tmp_path, capsys):
     ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4)
     export_main(IMAGENET, ["onnx", str(ckpt), "--image-size", "32"])
@@ -179,7 +180,8 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path):
                                                            "ours.pth.tar"]
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.needs_data
 @pytest.mark.parametrize("bit", [4, 3, 2])
 def test_authors_checkpoints_agree_under_onnx_runtime(bit):
     """The first 200 test images (docs/onnx.md's table is the whole test set)."""

@@ -38,7 +38,7 @@ def test_float32_arithmetic_is_ieee_unless_tf32_is_asked_for(restore_precision):
     assert set_float32_arithmetic(False) == "IEEE FP32" and precisions() == ieee
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (none here)")
+@pytest.mark.cuda
 def test_gpu_convolutions_are_ieee_fp32_unless_tf32(restore_precision):
     # TF32 keeps 10 mantissa bits: about 1e-3 relative error, which flips quantization codes
     g = torch.Generator().manual_seed(0)
