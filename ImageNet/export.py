@@ -1,7 +1,9 @@
-"""Export a quantized ImageNet ResNet to integer APoT codes, and run it with shifts and adds.
+"""Export a quantized ImageNet ResNet to integer APoT codes or ONNX, and run either.
 
     python ImageNet/export.py export CKPT [-a resnet18] [--bit 4] [--quant apot] [--out model.apot]
     python ImageNet/export.py infer model.apot --data DIR [--compare CKPT] [--limit N]
+    python ImageNet/export.py onnx CKPT [-a resnet18] [--bit 4] [--out model.onnx]
+    python ImageNet/export.py ort model.onnx --data DIR [--compare CKPT] [--limit N]
 
 The machinery (file layout, integer conv, operation counts) is apot/export.py's, the same as
 the CIFAR models'; this file names the ImageNet models and reads DIR/val/ (an ImageFolder) with

@@ -5,6 +5,11 @@ models, its quantized conv class and its test data) to `main`:
 
     python CIFAR/export.py export CKPT --bit 4 [-a res20] [--out model.apot]
     python CIFAR/export.py infer model.apot --data DIR [--compare CKPT [--float64]] [--limit N]
+    python CIFAR/export.py onnx CKPT --bit 4 [-a res20] [--out model.onnx] [--uint8-weights]
+    python CIFAR/export.py ort model.onnx --data DIR [--compare CKPT [--float64]] [--limit N]
+
+(`onnx` and `ort` are apot/onnx_export.py's graph, written and run by ONNX Runtime:
+docs/onnx.md.)
 
 `export` reads a quantized checkpoint (ours, or the authors' with --bit), writes one file with,
 per quantized conv, the b-bit weight codes (sign bit and level index, bit-packed), the layer's
