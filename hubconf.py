@@ -8,6 +8,7 @@ The CIFAR weights are our reference runs' model_best.pth.tar, read from result/r
 this file (never downloaded). Only the model code is imported: no training, data or compiled
 code; the quantizers compile on the first forward, as in main.py (APOT_COMPILE=0: eager).
 """
+import csv as _csv
 import json as _json
 import os as _os
 import re as _re
@@ -66,16 +67,17 @@ def apot_resnet20(bit=4, pretrained=False, quant="apot"):
 def _recipe_line(arch, bit):
     """One docstring line of a trained stage, read from its files: test top-1 and recipe."""
     folder = _os.path.join(_REFERENCE, f"{arch}_{bit}bit")
-    try:
-        best = _torch.load(_os.path.join(folder, "model_best.pth.tar"), map_location="cpu",
-                           weights_only=True)
+    try:  # the small text files, not the checkpoints: every torch.hub.load imports this module
+        with open(_os.path.join(folder, "log.csv")) as f:
+            acc = [float(row["test_acc"]) for row in _csv.DictReader(f)]
         with open(_os.path.join(folder, "args.json")) as f:
             args = _json.load(f)
-    except (OSError, ValueError) as e:
-        return f"    bit={bit}: weights unreadable here ({type(e).__name__})"
+    except (OSError, ValueError, KeyError) as e:
+        return f"    bit={bit}: log unreadable here ({type(e).__name__})"
     init = _re.search(r"_(\d+)bit", args.get("init", ""))
     start = f", from the {_stage(int(init.group(1)))} model" if init else ", from scratch"
-    return (f"    bit={bit}: test top-1 {best['best_prec']:.2f} (epoch {best['epoch'] - 1} of "
+    # model_best.pth.tar holds the first epoch that reached the best (strictly higher replaces)
+    return (f"    bit={bit}: test top-1 {max(acc):.2f} (epoch {acc.index(max(acc))} of "
             f"{args['epochs']}); lr {args['lr']}, weight decay {args['weight_decay']}{start}")
 
 

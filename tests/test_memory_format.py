@@ -25,8 +25,10 @@ def model_args(bit, *extra):
 def layout_pair(bit, *extra):
     """{layout: (train-mode model, args)}, both holding the channels_last model's weights."""
     torch.manual_seed(0)
-    built = {name: (build_model(model_args(bit, *extra, *flag)).train(),
-                    model_args(bit, *extra, *flag)) for name, flag in LAYOUTS.items()}
+    built = {}
+    for name, flag in LAYOUTS.items():
+        args = model_args(bit, *extra, *flag)
+        built[name] = (build_model(args).train(), args)
     built["NCHW"][0].load_state_dict(built["channels_last"][0].state_dict())
     return built
 
