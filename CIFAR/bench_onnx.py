@@ -1,8 +1,14 @@
-"""Inference speed of a quantized ResNet: the APoT ONNX model (integer convolutions, with int8 or
-with uint8 weights) and its float twin (the same network with plain FP32 convs) under ONNX
-Runtime, beside PyTorch's fake-quant model, at batch 1 and 100, measured in one run on the CPU.
+"""Inference speed of a quantized ResNet under ONNX Runtime, every form of its ONNX file beside
+the float twin (the same network with plain FP32 convs) and PyTorch's fake-quant model, at
+batch 1 and 100, measured in one run on the CPU.
 
     python CIFAR/bench_onnx.py [--arch res20] [--bit 4] [--seconds 5] [--batches 1 100] [--profile]
+
+The forms: exact float convs on integers (the default export), ConvInteger with int8 and with
+uint8 weights. One more row is not a model: the exact graph with its level lookup cut out (each
+conv reads the clipped index instead of the level integer; wrong outputs, the same work
+otherwise), the speed a lookup fused into the conv's input would allow. --profile adds the time
+per ONNX op type of the exact graph, with and without the lookup, at the largest batch.
 
 Weights do not change the speed: the models are freshly initialised (BatchNorm statistics as
 initialised). Each configuration runs for about --seconds after a warm-up (which includes the
@@ -68,6 +74,29 @@ def op_profile(proto, x, runs=3):
     return total
 
 
+def without_lookup(proto):
+    """The graph with every quantized conv reading its clipped index, not the level integer
+    looked up from it, and the nodes no longer used removed: a timing bound, not a model."""
+    import onnx
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    nodes = proto.graph.node
+    for node in nodes:
+        if node.input and node.input[0].endswith(".act_int"):
+            node.input[0] = node.input[0][:-len(".act_int")] + ".clip"
+    needed = {o.name for o in proto.graph.output}
+    keep = []
+    for node in reversed(nodes):
+        if needed & set(node.output):
+            keep.append(node)
+            needed |= set(node.input)
+    del nodes[:]
+    nodes.extend(reversed(keep))
+    used = [i for i in proto.graph.initializer if i.name in needed]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(used)
+    return proto
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="res20", choices=sorted(ARCHS))
@@ -75,23 +104,27 @@ def main(argv=None):
     p.add_argument("--seconds", default=5.0, type=float, help="timed seconds per configuration")
     p.add_argument("--batches", default=[1, 100], type=int, nargs="+", help="batch sizes")
     p.add_argument("--profile", action="store_true",
-                   help="also the time per ONNX op type of the uint8-weight model at the largest "
-                        "batch")
+                   help="also the time per ONNX op type of the exact graph, with and without its "
+                        "lookup, at the largest batch")
     args = p.parse_args(argv)
     import onnxruntime as ort
 
     torch.manual_seed(0)
     model = ARCHS[args.arch](bit=args.bit).eval()
-    variants = {"APoT ONNX, int8 weights": dict(), "APoT ONNX, uint8 weights": dict(
-        unsigned_weights=True), "FP32 ONNX": dict(float_convs=True)}
-    sessions = {name: ort.InferenceSession(to_onnx(model, QuantConv2d, 32, **kw)
-                                           .SerializeToString(),
+    exact = to_onnx(model, QuantConv2d, 32)
+    protos = {"APoT ONNX, exact": exact,
+              "APoT ONNX, ConvInteger int8": to_onnx(model, QuantConv2d, 32, convs="integer"),
+              "APoT ONNX, ConvInteger uint8": to_onnx(model, QuantConv2d, 32, convs="integer",
+                                                      unsigned_weights=True),
+              "FP32 ONNX": to_onnx(model, QuantConv2d, 32, convs="fp32"),
+              "bound: exact, no lookup": without_lookup(exact)}
+    sessions = {name: ort.InferenceSession(proto.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
-                for name, kw in variants.items()}
+                for name, proto in protos.items()}
     print(f"{args.arch}, {stage_name(args.bit)}, 32x32 images, {cpu_name()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"onnxruntime {ort.__version__}")
-    print(f"{'batch':>5s} {'model':28s} {'images/s':>10s} {'vs FP32 ONNX':>13s}")
+    print(f"{'batch':>5s} {'model':30s} {'images/s':>10s} {'vs FP32 ONNX':>13s}")
     for batch in args.batches:
         x = torch.randn(batch, 3, 32, 32)
         runs = {name: (lambda s=s: s.run(None, {"input": x.numpy()}))
@@ -102,15 +135,16 @@ def main(argv=None):
                 model(x)
 
         runs["PyTorch fake-quant"] = fake_quant
+        runs["bound: exact, no lookup"] = runs.pop("bound: exact, no lookup")  # the last row
         rates = {name: images_per_second(run, batch, args.seconds) for name, run in runs.items()}
         for name, rate in rates.items():
-            print(f"{batch:5d} {name:28s} {rate:10.1f} {rate / rates['FP32 ONNX']:12.2f}x")
+            print(f"{batch:5d} {name:30s} {rate:10.1f} {rate / rates['FP32 ONNX']:12.2f}x")
     if args.profile:
-        proto = to_onnx(model, QuantConv2d, 32, unsigned_weights=True)
         batch = max(args.batches)
-        ms = op_profile(proto, torch.randn(batch, 3, 32, 32).numpy())
-        print(f"APoT ONNX, uint8 weights, batch {batch}, ms per run by op type: " + ", ".join(
-            f"{op} {t:.1f}" for op, t in ms.most_common()))
+        for name in ("APoT ONNX, exact", "bound: exact, no lookup"):
+            ms = op_profile(protos[name], torch.randn(batch, 3, 32, 32).numpy())
+            print(f"{name}, batch {batch}, ms per run by op type: " + ", ".join(
+                f"{op} {t:.1f}" for op, t in ms.most_common()))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python CIFAR/export.py export CKPT --bit 4 [-a res20] [--out model.apot]
     python CIFAR/export.py infer model.apot --data DIR [--compare CKPT [--float64]] [--limit N]
-    python CIFAR/export.py onnx CKPT --bit 4 [-a res20] [--out model.onnx] [--uint8-weights]
+    python CIFAR/export.py onnx CKPT --bit 4 [-a res20] [--out model.onnx] [--convs C]
     python CIFAR/export.py ort model.onnx --data DIR [--compare CKPT [--float64]] [--limit N]
 
 The machinery (file layout, integer conv, operation counts) is apot/export.py's; this file

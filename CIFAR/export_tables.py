@@ -6,8 +6,9 @@ that result/int_res20/run.sh and result/onnx_res20/run.sh write.
 
 One row per model those scripts ran (result/res20_models.sh: the authors' 4/3/2-bit
 checkpoints, then each of our finished stages): the file's size beside the float checkpoint's,
-top-1 of the integer model (our .apot path, or ONNX Runtime) and of the float fake-quant
-model in float32 and in float64, and how many predictions agree with each.
+top-1 of the integer model (our .apot path, or ONNX Runtime: the exact graph and the ConvInteger
+one) and of the float fake-quant model in float32 and in float64, and how many predictions
+agree with each.
 """
 import argparse
 import re
@@ -65,11 +66,18 @@ def integer_row(label, infer_log):
 
 
 def onnx_row(label, log):
-    text = log.read_text()
-    size = search(r"^wrote .*: ([\d,]+) bytes, .*\(float checkpoint .*: ([\d,]+) bytes\)$",
-                  text, log)
-    top1 = search(r"^ONNX Runtime: top-1 (\d+\.\d\d) on", text, log).group(1)
-    return [label, f"{size[1]} B ({size[2]} B)", top1, *agreement_cells(text, log)]
+    """The exact graph's log and, beside it, the ConvInteger graph's (<name>_integer.txt)."""
+    integer_log = log.with_name(f"{log.stem}_integer.txt")
+    sizes, top1s = [], []
+    for path in (log, integer_log):
+        text = path.read_text()
+        size = search(r"^wrote .*: ([\d,]+) bytes, .*\(float checkpoint .*: ([\d,]+) bytes\)$",
+                      text, path)
+        sizes.append(size[1])
+        top1s.append(search(r"^ONNX Runtime: top-1 (\d+\.\d\d) on", text, path).group(1))
+    cells = agreement_cells(log.read_text(), log)
+    integer_agree = agreement_cells(integer_log.read_text(), integer_log)[3]
+    return [label, f"{sizes[0]} B / {sizes[1]} B ({size[2]} B)", *top1s, *cells, integer_agree]
 
 
 class Table(NamedTuple):
@@ -86,8 +94,10 @@ REFERENCES = ("fake-quant top-1, float32 | fake-quant top-1, float64 | predictio
 TABLES = {
     "integer": Table("int_res20", "_infer.txt", integer_row, "| checkpoint | file size (float "
                      "checkpoint) | integer path top-1 | " + REFERENCES, "export.md"),
-    "onnx": Table("onnx_res20", ".txt", onnx_row, "| checkpoint | ONNX file (float checkpoint) "
-                  "| ONNX Runtime top-1 | " + REFERENCES, "onnx.md"),
+    "onnx": Table("onnx_res20", ".txt", onnx_row, "| checkpoint | ONNX file, exact / ConvInteger "
+                  "(float checkpoint) | ONNX Runtime top-1, exact | ONNX Runtime top-1, "
+                  "ConvInteger | " + REFERENCES.replace("predictions agree", "exact agrees")
+                  + " ConvInteger agrees with float64 |", "onnx.md"),
 }
 
 

@@ -2,7 +2,7 @@
 
     python ImageNet/export.py export CKPT [-a resnet18] [--bit 4] [--quant apot] [--out model.apot]
     python ImageNet/export.py infer model.apot --data DIR [--compare CKPT] [--limit N]
-    python ImageNet/export.py onnx CKPT [-a resnet18] [--bit 4] [--out model.onnx]
+    python ImageNet/export.py onnx CKPT [-a resnet18] [--bit 4] [--out model.onnx] [--convs C]
     python ImageNet/export.py ort model.onnx --data DIR [--compare CKPT] [--limit N]
 
 The machinery (file layout, integer conv, operation counts) is apot/export.py's, the same as
@@ -16,7 +16,7 @@ float fake-quant model: --limit is for a check, the whole validation set for pat
 import torch
 
 from apot.export import Variant, main as export_main
-from apot.training import UserError
+from apot.errors import UserError
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder
 from ImageNet.quant_layer import QuantConv2d
 from ImageNet.resnet import ARCHS

@@ -5,7 +5,7 @@ models, its quantized conv class and its test data) to `main`:
 
     python CIFAR/export.py export CKPT --bit 4 [-a res20] [--out model.apot]
     python CIFAR/export.py infer model.apot --data DIR [--compare CKPT [--float64]] [--limit N]
-    python CIFAR/export.py onnx CKPT --bit 4 [-a res20] [--out model.onnx] [--uint8-weights]
+    python CIFAR/export.py onnx CKPT --bit 4 [-a res20] [--out model.onnx] [--convs C]
     python CIFAR/export.py ort model.onnx --data DIR [--compare CKPT [--float64]] [--limit N]
 
 (`onnx` and `ort` are apot/onnx_export.py's graph, written and run by ONNX Runtime:
@@ -38,10 +38,13 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from apot.eightbit import codes_8bit, first_conv, last_fc
-from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
-from apot.levels import QUANTS, SUPPORTED_BITS, level_integers, weight_level_integers
+from apot.errors import UserError
+from apot.intmath import (int_conv2d, integer_terms, pack_codes, split_weight_codes,
+                          unpack_codes, weight_codes)
+from apot.levels import QUANTS, SUPPORTED_BITS
+from apot.onnx_export import ort_session, to_onnx
 from apot.projection import compilation, project_index
-from apot.training import (ArgumentParser, UserError, atomic_save, atomic_write, cli_main,
+from apot.training import (ArgumentParser, atomic_save, atomic_write, cli_main,
                            load_checkpoint, load_weights, strip_module_prefix)
 
 FORMAT = "apot-int-v1"
@@ -61,28 +64,6 @@ class Variant:
 
 
 # --- export -------------------------------------------------------------------------------------
-
-def check_geometry(conv):
-    """int_conv2d computes square, undilated, ungrouped convolutions: the ResNets' only kind."""
-    if (conv.groups != 1 or conv.dilation != (1, 1) or conv.kernel_size[0] != conv.kernel_size[1]
-            or conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1]):
-        raise UserError(f"cannot export a conv with kernel {conv.kernel_size}, stride "
-                        f"{conv.stride}, padding {conv.padding}, dilation {conv.dilation}, groups "
-                        f"{conv.groups}: only square, undilated, ungrouped convs are supported")
-
-
-def integer_terms(conv):
-    """A quantized conv as integers, from the same arithmetic as its forward pass: its
-    export_terms() plus the weights' level index and sign, both level sets as integers over
-    their denominators, and the one float rescale of the integer accumulator."""
-    check_geometry(conv)
-    t = conv.export_terms()
-    w_ints, w_denom = weight_level_integers(t["bit"], t["quant"])
-    a_ints, a_denom = level_integers(t["bit"], t["quant"])
-    return dict(t, index=project_index(t["x"].abs(), t["w_mids"]), negative=t["x"] < 0,
-                w_ints=w_ints, w_denom=w_denom, a_ints=a_ints, a_denom=a_denom,
-                scale=t["w_alpha"] / w_denom * t["a_alpha"] / a_denom)
-
 
 def export_conv(conv):
     """One quantized conv's codes and constants."""
@@ -337,29 +318,23 @@ def compare(predict, float_model, name, args, variant, num_classes):
 
 
 def cmd_onnx(args, variant):
-    from apot.onnx_export import to_onnx  # onnx is an optional extra
+    if args.uint8_weights and args.convs != "integer":
+        raise UserError("--uint8-weights is a form of the ConvInteger graph: add --convs integer")
     model, meta = load_quantized_model(args.checkpoint, variant, args.arch, args.bit, args.quant)
-    proto = to_onnx(model, variant.conv_type, args.image_size, float_convs=args.float,
+    proto = to_onnx(model, variant.conv_type, args.image_size, convs=args.convs,
                     unsigned_weights=args.uint8_weights)
-    out = args.out or default_out(args.checkpoint, ".fp32.onnx" if args.float else ".onnx")
+    out = args.out or default_out(args.checkpoint,
+                                  ".fp32.onnx" if args.convs == "fp32" else ".onnx")
     atomic_write(out, lambda f: f.write(proto.SerializeToString()))
-    kind = "plain FP32 convs" if args.float else f"{meta['bit']}-bit ConvInteger"
+    n_quant = len(modules_of_type(model, variant.conv_type))
+    n_int = sum(n.op_type == "ConvInteger" for n in proto.graph.node)
+    kind = {"fp32": "plain FP32 convs",
+            "integer": f"{meta['bit']}-bit ConvInteger",
+            "exact": f"{meta['bit']}-bit exact float convs on integers"
+                     + (f" ({n_int} of {n_quant} ConvInteger: accumulator over 2^24)"
+                        if n_int else "")}[args.convs]
     print(f"wrote {out}: {os.path.getsize(out):,d} bytes, {meta['arch']} with {kind} "
           f"(float checkpoint {args.checkpoint}: {os.path.getsize(args.checkpoint):,d} bytes)")
-
-
-def ort_session(path):
-    """An ONNX Runtime CPU session of an exported file; a bad file is a one-line error."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise UserError("running ONNX models needs onnxruntime: pip install -e .[onnx]") from e
-    if not os.path.isfile(path):
-        raise UserError(f"{path} not found")
-    try:
-        return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise UserError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:200]}") from e
 
 
 def cmd_ort(args, variant):
@@ -406,14 +381,18 @@ def get_args_parser(variant):
     e.add_argument("--out", default="")
     i = sub.add_parser("infer", help=f"integer inference on the {variant.name} test images")
     add_test_set_args(i)
-    o = sub.add_parser("onnx", help="checkpoint -> ONNX file with integer convolutions")
+    o = sub.add_parser("onnx", help="checkpoint -> ONNX file computing exact integer convolutions")
     add_checkpoint_args(o, variant)
     o.add_argument("--out", default="", help="default: beside the checkpoint, .onnx")
-    o.add_argument("--float", action="store_true",
-                   help="plain FP32 convs instead (the float twin, for speed comparisons)")
+    o.add_argument("--convs", default="exact", choices=("exact", "integer", "fp32"),
+                   help="the quantized convs as: float Convs on integer values (exact, the "
+                        "fastest on CPUs); ConvInteger on uint8 x int8 (for integer runtimes and "
+                        "accelerators); plain FP32 Convs of the latent weights (not the model: "
+                        "the float twin, for speed comparisons)")
     o.add_argument("--uint8-weights", action="store_true",
-                   help="store the int8 weight integers as uint8 w + 128 with a weight zero "
-                        "point of 128: the same convolution, faster under ONNX Runtime on x86")
+                   help="with --convs integer: the int8 weight integers as uint8 w + 128 with a "
+                        "weight zero point of 128, the same convolution, faster under ONNX "
+                        "Runtime on x86")
     r = sub.add_parser("ort", help=f"run an ONNX file with ONNX Runtime on the {variant.name} "
                                    "test images")
     add_test_set_args(r)

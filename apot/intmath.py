@@ -1,4 +1,5 @@
-"""Integer APoT arithmetic: bit-packed codes and the shift-and-add integer convolution.
+"""Integer APoT arithmetic: a quantized conv as integers, bit-packed codes and the shift-and-add
+integer convolution.
 
 Before the spec's normalisation every APoT level is a sum of powers of two, i.e. an integer
 over a power-of-two denominator; scaled by that denominator the levels are integers whose set
@@ -10,6 +11,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from apot.errors import UserError
+from apot.levels import level_integers, weight_level_integers
+from apot.projection import project_index
+
+
+# --- a quantized conv as integers ---------------------------------------------------------------
+
+def check_geometry(conv):
+    """int_conv2d computes square, undilated, ungrouped convolutions: the ResNets' only kind."""
+    if (conv.groups != 1 or conv.dilation != (1, 1) or conv.kernel_size[0] != conv.kernel_size[1]
+            or conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1]):
+        raise UserError(f"cannot export a conv with kernel {conv.kernel_size}, stride "
+                        f"{conv.stride}, padding {conv.padding}, dilation {conv.dilation}, groups "
+                        f"{conv.groups}: only square, undilated, ungrouped convs are supported")
+
+
+def integer_terms(conv):
+    """A quantized conv as integers, from the same arithmetic as its forward pass: its
+    export_terms() plus the weights' level index and sign, both level sets as integers over
+    their denominators, and the one float rescale of the integer accumulator."""
+    check_geometry(conv)
+    t = conv.export_terms()
+    w_ints, w_denom = weight_level_integers(t["bit"], t["quant"])
+    a_ints, a_denom = level_integers(t["bit"], t["quant"])
+    return dict(t, index=project_index(t["x"].abs(), t["w_mids"]), negative=t["x"] < 0,
+                w_ints=w_ints, w_denom=w_denom, a_ints=a_ints, a_denom=a_denom,
+                scale=t["w_alpha"] / w_denom * t["a_alpha"] / a_denom)
 
 
 # --- bit-packed codes ---------------------------------------------------------------------------

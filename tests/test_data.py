@@ -433,6 +433,9 @@ def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_pat
         (ints / f"{name}_infer.txt").write_text(INFER_LOG.format(top1=top1, **fill))
         (onnx / f"{name}.txt").write_text(ONNX_LOG.format(name=name, size="300,000", top1=top1,
                                                            **fill))
+        fill.update(dagree="9994", dshare="99.94")  # the ConvInteger graph's log beside it
+        (onnx / f"{name}_integer.txt").write_text(ONNX_LOG.format(name=name, size="310,000",
+                                                                   top1="77.77", **fill))
     (ints / "notes.txt").write_text("not a model log")
     lookalike = "| authors' 4-bit | 1 B | 0.00 | 0.00 | none |"
     for doc, name in (("export.md", "integer"), ("onnx.md", "onnx")):
@@ -453,8 +456,8 @@ def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_pat
         "| our 2-bit | 100,000 B (2,000,000 B: 20.0x) | 90.10 | 90.00 | 90.05 | 9,990 (99.90%) "
         "| 9,995 (99.95%) |", end, lookalike, ""])
     onnx_doc = (docs / "onnx.md").read_text().splitlines()
-    assert onnx_doc[7] == "| our 2-bit | 300,000 B (2,000,000 B) | 90.10 | 90.00 | 90.05 | " \
-                          "9,990 (99.90%) | 9,995 (99.95%) |"
+    assert onnx_doc[7] == "| our 2-bit | 300,000 B / 310,000 B (2,000,000 B) | 90.10 | 77.77 | " \
+                          "90.00 | 90.05 | 9,990 (99.90%) | 9,995 (99.95%) | 9,994 (99.94%) |"
     assert onnx_doc[0] == "# onnx.md" and onnx_doc[-1] == lookalike and len(onnx_doc) == 10
     # a log without its result line: one error naming it, and neither doc rewritten
     before = {doc: (docs / doc).read_text() for doc in ("export.md", "onnx.md")}

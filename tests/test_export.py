@@ -9,7 +9,7 @@ import torch
 from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
 from apot.levels import QUANTS, level_integers, level_set, weight_level_integers, weight_levels
 from apot.export import IntConv, export_conv
-from apot.training import UserError
+from apot.errors import UserError
 from CIFAR.quant_layer import QuantConv2d
 from CIFAR.export import main as EXPORT
 from conftest import (CIFAR_DIR, OFFICIAL, agreement, assert_one_line_error, make_image_folder,

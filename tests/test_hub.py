@@ -127,7 +127,7 @@ def test_hub_model_exports_to_onnx_with_export_py(tmp_path, capsys):
     ckpt = tmp_path / "hub_4bit.pth.tar"
     torch.save({"state_dict": model.state_dict(), "arch": "res20", "bit": 4}, ckpt)
     cifar_export(["onnx", str(ckpt), "--bit", "4", "--out", str(tmp_path / "m.onnx")])
-    assert "4-bit ConvInteger" in capsys.readouterr().out
+    assert "4-bit exact float convs on integers" in capsys.readouterr().out
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         want = model(x.contiguous(memory_format=torch.channels_last)).argmax(1).numpy()

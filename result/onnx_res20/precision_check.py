@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from apot.export import float64_twin, integer_terms, load_quantized_model
+from apot.export import float64_twin, load_quantized_model
+from apot.intmath import integer_terms
 from apot.onnx_export import to_onnx
 from apot.training import data_root
 from CIFAR.data import Normalize, load_cifar
