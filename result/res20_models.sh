@@ -9,7 +9,7 @@ models() {
   for b in 4 3 2; do
     echo "authors_${b}bit $official/res20_${b}bit.pth.tar $b"
   done
-  for b in $(python CIFAR/results_table.py --finished); do
+  for b in $(python tools/results_table.py --finished); do
     [ "$b" = 32 ] || echo "ours_${b}bit result/reference/res20_${b}bit/model_best.pth.tar $b"
   done
 }

@@ -105,7 +105,7 @@ def png_size(path):
 
 
 def test_plot_curves_picks_up_every_stage(tmp_path):
-    from CIFAR.plot_curves import main
+    from tools.plot_curves import main
     for bit, n in ((32, 5), (4, 3)):
         run = tmp_path / f"res20_{bit}bit"
         run.mkdir()
@@ -119,8 +119,8 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
 
 
 def test_plot_curves_zooms_on_the_last_lr_phase_of_the_stage_length(tmp_path):
-    from CIFAR.plot_curves import plot
-    from CIFAR.results_table import find_runs
+    from tools.plot_curves import plot
+    from tools.results_table import find_runs
     write_logs(tmp_path, {32: [(90.0 + e / 10, 1) for e in range(300)], 4: [(89.0, 1)] * 5})
     runs = find_runs(tmp_path, "res20")
     zoom = plot(runs, "res20", tmp_path / "a.png", epochs=300).axes[1]
@@ -143,7 +143,7 @@ def write_logs(folder, logs, arch="res20"):
 
 
 def test_results_table_is_computed_from_the_logs(tmp_path):
-    from CIFAR.results_table import find_runs, last_phase_spread, table
+    from tools.results_table import find_runs, last_phase_spread, table
     write_logs(tmp_path, {32: [(90.0, 60), (91.5, 70), (91.2, 80)],
                           4: [(91.0, 100), (91.4, 90), (91.4, 110)], 3: [(88.0, 100)]})
     lines = table(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines()
@@ -158,7 +158,7 @@ def test_results_table_is_computed_from_the_logs(tmp_path):
                         "92.49 | 92.53 |")
     assert lines[5] == "| 2-bit | not run yet |  |  |  |  |  |  | 91.0 (+0.6) | 90.96 | 91.02 |"
     # finished stages only; epochs 1-2: FP32 91.5, 91.2 (sample sd 0.212), 4-bit 91.4, 91.4
-    from CIFAR.results_table import main
+    from tools.results_table import main
     proc = run_in_process(main, "--results", tmp_path, "--epochs", "3", "--finished", cwd=tmp_path)
     assert proc.stdout == "32 4\n"  # what the scripts under result/ take as finished models
     assert last_phase_spread(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines() == [
@@ -167,7 +167,7 @@ def test_results_table_is_computed_from_the_logs(tmp_path):
 
 
 def test_gaps_compare_each_finished_stage_with_its_mean_and_the_references(tmp_path):
-    from CIFAR.results_table import find_runs, gaps
+    from tools.results_table import find_runs, gaps
     # last phase = epochs 1-3, three values m - d, m, m + d: mean m, sample sd d
     write_logs(tmp_path, {32: [(90.0, 1), (92.6, 1), (92.7, 1), (92.8, 1)],
                           4: [(91.0, 1), (92.35, 1), (92.6, 1), (92.85, 1)], 3: [(88.0, 1)]})
@@ -197,7 +197,7 @@ def test_gaps_compare_each_finished_stage_with_its_mean_and_the_references(tmp_p
 
 def test_a_short_stage_ends_in_the_lr_phase_its_schedule_reaches(tmp_path):
     from CIFAR.main import LR_STEPS
-    from CIFAR.results_table import last_phase_start, main
+    from tools.results_table import last_phase_start, main
     for epochs in (1, 2, 150, 151, 152, 200, 225, 226, 227, 300):
         # the first epoch trained at the lr the schedule ends with, from the scheduler itself
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -226,13 +226,13 @@ def test_a_short_stage_ends_in_the_lr_phase_its_schedule_reaches(tmp_path):
 
 def test_results_table_needs_no_plotting_library():
     from conftest import run_script
-    proc = run_script("-c", "import sys, CIFAR.results_table; "
+    proc = run_script("-c", "import sys, tools.results_table; "
                             "sys.exit('matplotlib' in sys.modules)")
     assert proc.returncode == 0, proc.stderr
 
 
 def test_update_rewrites_only_the_marked_block(tmp_path):
-    from CIFAR.results_table import BEGIN, END, main
+    from tools.results_table import BEGIN, END, main
     run = tmp_path / "res20_32bit"
     run.mkdir()
     (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
@@ -257,7 +257,7 @@ def test_update_rewrites_only_the_marked_block(tmp_path):
 
 
 def test_each_architecture_has_its_references_block_and_recorded_set_up(tmp_path):
-    from CIFAR.results_table import main, markers
+    from tools.results_table import main, markers
     write_logs(tmp_path, {32: [(93.0, 1)] * 3, 4: [(92.0, 1)]}, arch="res56")
     (tmp_path / "res56_32bit" / "args.json").write_text('{"bn_groups": 2, "channels_last": true}')
     (tmp_path / "res56_4bit" / "args.json").write_text('{"bn_groups": 2, "channels_last": false}')
@@ -285,8 +285,8 @@ def test_each_architecture_has_its_references_block_and_recorded_set_up(tmp_path
 
 
 def test_a_log_longer_than_the_stage_is_refused(tmp_path):
-    from CIFAR.plot_curves import main as plot_main
-    from CIFAR.results_table import BEGIN, END, main
+    from tools.plot_curves import main as plot_main
+    from tools.results_table import BEGIN, END, main
     write_logs(tmp_path, {32: [(90.0, 1)] * 3, 4: [(89.0, 1)] * 5})
     readme = tmp_path / "README.md"
     readme.write_text(f"{BEGIN}\nkept\n{END}\n")
@@ -322,7 +322,7 @@ def test_reads_cifar100_fine_labels(tmp_path):
 
 def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tmp_path):
     import torch
-    from CIFAR.plot_alphas import main
+    from tools.plot_alphas import main
     from CIFAR.resnet import ARCHS
     official = tmp_path / "official"
     official.mkdir()
@@ -347,7 +347,7 @@ def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tm
 
 
 def test_plot_alphas_refuses_a_mistyped_folder_and_writes_no_figure(tmp_path):
-    from CIFAR.plot_alphas import main
+    from tools.plot_alphas import main
     (tmp_path / "official").mkdir()
     for flag, path in (("--results", "reslut"), ("--official", "oficial")):
         folders = {"--results": tmp_path, "--official": tmp_path / "official", flag: path}
@@ -361,7 +361,7 @@ def test_level_usage_counts_weights_on_each_level(tmp_path, tiny_cifar):
     s = 1 / sqrt(1152 / 2303) = 1.414; at alpha_w 2 the magnitude 0.707 rounds to the 2-bit level
     1, at alpha_w 3 (0.471) to 0."""
     import torch
-    from CIFAR.level_usage import main
+    from tools.level_usage import main
     from CIFAR.resnet import ARCHS
     model = ARCHS["res20"](bit=2)
     with torch.no_grad():
@@ -416,7 +416,7 @@ ONNX_LOG = ("wrote /tmp/t/{name}.onnx: {size} bytes, res20 with 2-bit ConvIntege
 
 
 def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_path):
-    from CIFAR.export_tables import main, markers
+    from tools.export_tables import main, markers
     ints, onnx, docs = tmp_path / "int_res20", tmp_path / "onnx_res20", tmp_path / "docs"
     for folder in (ints, onnx, docs):
         folder.mkdir()
@@ -468,7 +468,7 @@ def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_pat
 
 
 def test_the_docs_export_tables_are_the_committed_logs():
-    from CIFAR.export_tables import TABLES, markers, table
+    from tools.export_tables import TABLES, markers, table
     for name, (*_, doc) in TABLES.items():
         begin, end = markers(name)
         text = (ROOT / "docs" / doc).read_text()
@@ -500,3 +500,19 @@ def test_res20_models_lists_the_authors_and_our_finished_stages_or_only_the_name
     # a bad name stops the export scripts before they run or rewrite anything
     proc = bash("result/onnx_res20/run.sh", "ours_5bit")
     assert_one_line_error(proc, r"^error: no model named 'ours_5bit'")
+
+
+def test_the_readme_layout_table_names_every_module():
+    """A newcomer finds where a change goes from the README's layout table: every module and
+    script of apot/, CIFAR/ and tools/ has a row, and ImageNet/'s row names each of its files."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout\n")[1].split("\n## ")[0]
+    rows = layout.splitlines()
+    for folder in ("apot", "CIFAR", "tools"):
+        for path in sorted((ROOT / folder).iterdir()):
+            if path.suffix in (".py", ".sh") and path.name != "__init__.py":
+                assert f"`{folder}/{path.name}`" in layout, path
+    (imagenet,) = [r for r in rows if r.startswith("| **`ImageNet/`**")]
+    for path in sorted((ROOT / "ImageNet").iterdir()):
+        if path.suffix in (".py", ".sh") and path.name != "__init__.py":
+            assert f"`{path.name}`" in imagenet, path

@@ -327,7 +327,7 @@ def test_exact_graph_equals_conv_integer_graph_unoptimized_on_authors_checkpoint
 
 
 def test_benchmark_reports_every_model_at_every_batch_asked_for(tmp_path, monkeypatch, capsys):
-    from CIFAR import bench_onnx
+    from tools import bench_onnx
     monkeypatch.chdir(tmp_path)
     bench_onnx.main(["--seconds", "0.05", "--batches", "1", "3", "--profile"])
     stdout = capsys.readouterr().out
@@ -345,7 +345,7 @@ def test_benchmark_reports_every_model_at_every_batch_asked_for(tmp_path, monkey
 
 
 def test_the_no_lookup_bound_is_the_exact_graph_less_its_lookup():
-    from CIFAR.bench_onnx import without_lookup
+    from tools.bench_onnx import without_lookup
     torch.manual_seed(0)
     exact = to_onnx(ARCHS["res20"](bit=2), QuantConv2d, 32)
     bound = without_lookup(exact)

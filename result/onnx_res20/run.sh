@@ -23,4 +23,4 @@ run() {  # name checkpoint bit
 bash result/res20_models.sh "$@" | while read -r name ckpt bit; do
   run "$name" "$ckpt" "$bit" < /dev/null
 done
-python CIFAR/export_tables.py --update  # the tables of docs/export.md and docs/onnx.md
+python tools/export_tables.py --update  # the tables of docs/export.md and docs/onnx.md

@@ -2,7 +2,7 @@
 the float twin (the same network with plain FP32 convs) and PyTorch's fake-quant model, at
 batch 1 and 100, measured in one run on the CPU.
 
-    python CIFAR/bench_onnx.py [--arch res20] [--bit 4] [--seconds 5] [--batches 1 100] [--profile]
+    python tools/bench_onnx.py [--arch res20] [--bit 4] [--seconds 5] [--batches 1 100] [--profile]
 
 The forms: exact float convs on integers (the default export), ConvInteger with int8 and with
 uint8 weights. One more row is not a model: the exact graph with its level lookup cut out (each

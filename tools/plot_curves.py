@@ -1,6 +1,6 @@
 """Test-accuracy curves of every CIFAR run folder found, from their log.csv files.
 
-    python CIFAR/plot_curves.py [--results result/reference] [--arch res20] [--epochs 300]
+    python tools/plot_curves.py [--results result/reference] [--arch res20] [--epochs 300]
         [--out RESULTS/res20_curves.png]
 
 Picks up whatever stages exist (RESULTS/<arch>_<bit>bit/log.csv), so rerunning it as the chain
@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apot.training import stage_name  # noqa: E402
-from CIFAR.results_table import add_run_arguments, last_phase_start, load_runs  # noqa: E402
+from tools.results_table import add_run_arguments, last_phase_start, load_runs  # noqa: E402
 
 
 def plot(runs, arch, out, epochs):

@@ -1,6 +1,6 @@
 """Figures of the level sets and of a trained layer's weights (PNG).
 
-    python CIFAR/plot_levels.py [--checkpoint CKPT --bit 4 --layer layer2.0.conv2]
+    python tools/plot_levels.py [--checkpoint CKPT --bit 4 --layer layer2.0.conv2]
         [--out-dir result/figures]
 
 1. levels.png: the uniform, power-of-two and APoT levels at 3 and 4 bits on one axis (the

@@ -1,8 +1,8 @@
 """The integer-export and ONNX tables of docs/export.md and docs/onnx.md, read from the logs
 that result/int_res20/run.sh and result/onnx_res20/run.sh write.
 
-    python CIFAR/export_tables.py [--logs result] [--docs docs]
-    python CIFAR/export_tables.py --update    # rewrites only the two docs' marked blocks
+    python tools/export_tables.py [--logs result] [--docs docs]
+    python tools/export_tables.py --update    # rewrites only the two docs' marked blocks
 
 One row per model those scripts ran (result/res20_models.sh: the authors' 4/3/2-bit
 checkpoints, then each of our finished stages): the file's size beside the float checkpoint's,
@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from CIFAR.results_table import update_block
+from tools.results_table import update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 WHO = {"authors": "authors'", "ours": "our"}
@@ -24,7 +24,7 @@ FLOAT = (r"^{} fake-quant model: top-1 (\d+\.\d\d); predictions agree on (\d+) o
 
 
 def markers(name):
-    return (f"<!-- {name}-table: made by CIFAR/export_tables.py --update -->",
+    return (f"<!-- {name}-table: made by tools/export_tables.py --update -->",
             f"<!-- /{name}-table -->")
 
 

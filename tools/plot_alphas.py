@@ -1,6 +1,6 @@
 """Learned clipping thresholds of every quantized layer: our quantized stages beside the authors'.
 
-    python CIFAR/plot_alphas.py [--results result/reference] [--arch res20] [--epochs 300]
+    python tools/plot_alphas.py [--results result/reference] [--arch res20] [--epochs 300]
         [--official $APOT_DATA/apot-official-res20] [--out RESULTS/res20_alphas.png]
 
 Reads RESULTS/<arch>_<b>bit/model_best.pth.tar for b = 4, 3, 2 where present, and the
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from apot.training import (data_root, load_checkpoint, stage_name,  # noqa: E402
                            strip_module_prefix)
-from CIFAR.results_table import add_run_arguments, check_folder  # noqa: E402
+from tools.results_table import add_run_arguments, check_folder  # noqa: E402
 
 BITS = (4, 3, 2)
 ACT, WGT = ".act_alpha", ".weight_quant.wgt_alpha"

@@ -1,11 +1,11 @@
 """The README's reproducibility table, computed from the run folders' log.csv files.
 
-    python CIFAR/results_table.py [--results result/reference] [--arch res20] [--epochs 300]
+    python tools/results_table.py [--results result/reference] [--arch res20] [--epochs 300]
 
-    python CIFAR/results_table.py --update README.md   # rewrites only the README's block
-    python CIFAR/results_table.py --arch res56 --update README.md   # the ResNet-56 block
-    python CIFAR/results_table.py --finished           # e.g. "32 4": the finished stages
-    python CIFAR/results_table.py --gaps               # the numbers "where we differ" cites
+    python tools/results_table.py --update README.md   # rewrites only the README's block
+    python tools/results_table.py --arch res56 --update README.md   # the ResNet-56 block
+    python tools/results_table.py --finished           # e.g. "32 4": the finished stages
+    python tools/results_table.py --gaps               # the numbers "where we differ" cites
 
 One markdown row per stage (FP32, 4, 3, 2 bits): epochs done, our best test accuracy and its
 epoch (what model_best.pth.tar holds), the final epoch's accuracy, the mean and sd of the test
@@ -92,7 +92,7 @@ COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase m
 
 def markers(arch):
     """The lines around an architecture's table in the README."""
-    return (f"<!-- results-table {arch}: made by CIFAR/results_table.py --arch {arch} --update -->",
+    return (f"<!-- results-table {arch}: made by tools/results_table.py --arch {arch} --update -->",
             f"<!-- /results-table {arch} -->")
 
 

@@ -2,7 +2,7 @@
 weight clipping threshold alpha_w and the share of the weights on each level magnitude, side by
 side (for instance our 2-bit model beside the authors', to see where two runs differ).
 
-    python CIFAR/level_usage.py CKPT [CKPT ...] [--bit B] [-a res20] [--data DIR [--limit N]]
+    python tools/level_usage.py CKPT [CKPT ...] [--bit B] [-a res20] [--data DIR [--limit N]]
 
 A weight counts on the level its magnitude projects to in the forward pass: clamp(normalised
 weight / alpha_w, -1, 1), nearest level, ties to the lower one.
