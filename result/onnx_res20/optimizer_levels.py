@@ -1,9 +1,8 @@
 """What ONNX Runtime's graph optimizations change in an exported model. Runs one checkpoint's ONNX
-graph (both exact forms, with the BatchNorm after the first conv folded at export as
-apot/onnx_export.py does, and without that fold) at each optimization level, and with single
-optimizers switched off, on the first --images CIFAR-10 test images; prints, against the same
-graph with every optimization off, the largest logit difference, how many images' logits differ
-at all and how many predictions differ.
+graph (both exact forms) at each optimization level, and with single optimizers switched off, on
+the first --images CIFAR-10 test images; prints, against the same graph with every optimization
+off, the largest logit difference, how many images' logits differ at all and how many
+predictions differ.
 
     python result/onnx_res20/optimizer_levels.py CKPT --bit B [--images 1000] [--data DIR]
 """
@@ -13,7 +12,6 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-import apot.onnx_export
 from apot.export import load_quantized_model
 from apot.onnx_export import to_onnx
 from apot.training import data_root
@@ -37,17 +35,6 @@ def logits(proto, x, level, disabled=()):
     return session.run(None, {"input": x})[0]
 
 
-def export(model, convs, fold):
-    if fold:
-        return to_onnx(model, QuantConv2d, 32, convs=convs)
-    keep = apot.onnx_export._bn_after_first_conv
-    apot.onnx_export._bn_after_first_conv = lambda graph, modules: {}  # BatchNorm as a node
-    try:
-        return to_onnx(model, QuantConv2d, 32, convs=convs)
-    finally:
-        apot.onnx_export._bn_after_first_conv = keep
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
@@ -60,17 +47,14 @@ def main():
     x = Normalize("cifar10", "cpu")(x[:args.images]).contiguous().numpy()
     print(f"{args.checkpoint}, {args.bit}-bit, first {len(x)} test images, onnxruntime "
           f"{ort.__version__}; against the same graph with every optimization off:")
-    for fold in (True, False):
-        for convs in ("exact", "integer"):
-            proto = export(model, convs, fold)
-            off = logits(proto, x, LEVEL.ORT_DISABLE_ALL)
-            graph = f"{convs}, first BatchNorm {'folded at export' if fold else 'a node'}"
-            for name, level, disabled in RUNS:
-                y = logits(proto, x, level, disabled)
-                diff = np.abs(y - off).max(1)
-                print(f"{graph:42s} {name:26s} max |logit diff| {diff.max():.6f}, logits differ "
-                      f"on {(diff > 0).sum()}, predictions on "
-                      f"{(y.argmax(1) != off.argmax(1)).sum()}")
+    for convs in ("exact", "integer"):
+        proto = to_onnx(model, QuantConv2d, 32, convs=convs)
+        off = logits(proto, x, LEVEL.ORT_DISABLE_ALL)
+        for name, level, disabled in RUNS:
+            y = logits(proto, x, level, disabled)
+            diff = np.abs(y - off).max(1)
+            print(f"{convs:8s} {name:26s} max |logit diff| {diff.max():.6f}, logits differ on "
+                  f"{(diff > 0).sum()}, predictions on {(y.argmax(1) != off.argmax(1)).sum()}")
 
 
 if __name__ == "__main__":
