@@ -42,7 +42,7 @@ from apot.errors import UserError
 from apot.intmath import (int_conv2d, integer_terms, pack_codes, split_weight_codes,
                           unpack_codes, weight_codes)
 from apot.levels import QUANTS, SUPPORTED_BITS
-from apot.onnx_export import ort_session, to_onnx
+from apot.onnx_export import CONVS, ort_session, to_onnx
 from apot.projection import compilation, project_index
 from apot.training import (ArgumentParser, atomic_save, atomic_write, cli_main,
                            load_checkpoint, load_weights, strip_module_prefix)
@@ -384,7 +384,7 @@ def get_args_parser(variant):
     o = sub.add_parser("onnx", help="checkpoint -> ONNX file computing exact integer convolutions")
     add_checkpoint_args(o, variant)
     o.add_argument("--out", default="", help="default: beside the checkpoint, .onnx")
-    o.add_argument("--convs", default="exact", choices=("exact", "integer", "fp32"),
+    o.add_argument("--convs", default="exact", choices=CONVS,
                    help="the quantized convs as: float Convs on integer values (exact, the "
                         "fastest on CPUs); ConvInteger on uint8 x int8 (for integer runtimes and "
                         "accelerators); plain FP32 Convs of the latent weights (not the model: "

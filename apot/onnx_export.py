@@ -153,25 +153,26 @@ def _level_lookup(g, name, table, as_float, index, x, channels):
     n = len(table)
     k = _group_size(n, channels)
     if k == 1:
-        return g.op("Gather", [g.table(table, as_float),
-                               g.op("Cast", [index], f"{name}.index", to=g.T.INT32)],
-                    f"{name}.act_int")
-    tuples = np.stack(np.meshgrid(*[table] * k, indexing="ij"), -1).reshape(n**k, k)
-    rows = g.op("Reshape", [index, g.const(f"{name}.group_shape", np.array([-1, k]))],
-                f"{name}.groups")
-    columns = [f"{name}.column{i}" for i in range(k)]
-    g.nodes.append(g.h.make_node("Split", [rows], columns, name=f"{name}.split", axis=1))
-    flat = g.const(f"{name}.flat", np.array([-1]))
-    n_const = g.const(f"{name}.n", np.float32(n))
-    # flat vectors: ONNX Runtime's elementwise ops are slow on an [M, 1] shape
-    group = g.op("Reshape", [columns[0], flat], f"{name}.digit0")
-    for i, column in enumerate(columns[1:], 1):  # Horner: exact, the index stays below 2^16
-        digit = g.op("Reshape", [column, flat], f"{name}.digit{i}")
-        group = g.op("Add", [g.op("Mul", [group, n_const], f"{name}.shifted{i}"), digit],
-                     f"{name}.group{i}")
-    looked_up = g.op("Gather", [g.table(tuples, as_float),
+        group = index
+    else:
+        table = np.stack(np.meshgrid(*[table] * k, indexing="ij"), -1).reshape(n**k, k)
+        rows = g.op("Reshape", [index, g.const(f"{name}.group_shape", np.array([-1, k]))],
+                    f"{name}.groups")
+        columns = [f"{name}.column{i}" for i in range(k)]
+        g.nodes.append(g.h.make_node("Split", [rows], columns, name=f"{name}.split", axis=1))
+        flat = g.const(f"{name}.flat", np.array([-1]))
+        n_const = g.const(f"{name}.n", np.float32(n))
+        # flat vectors: ONNX Runtime's elementwise ops are slow on an [M, 1] shape
+        group = g.op("Reshape", [columns[0], flat], f"{name}.digit0")
+        for i, column in enumerate(columns[1:], 1):  # Horner: exact, the index stays below 2^16
+            digit = g.op("Reshape", [column, flat], f"{name}.digit{i}")
+            group = g.op("Add", [g.op("Mul", [group, n_const], f"{name}.shifted{i}"), digit],
+                         f"{name}.group{i}")
+    looked_up = g.op("Gather", [g.table(table, as_float),
                                 g.op("Cast", [group], f"{name}.index", to=g.T.INT32)],
-                     f"{name}.tuple_ints")
+                     f"{name}.act_int" if k == 1 else f"{name}.tuple_ints")
+    if k == 1:
+        return looked_up
     return g.op("Reshape", [looked_up, g.op("Shape", [x], f"{name}.shape")], f"{name}.act_int")
 
 

@@ -67,17 +67,16 @@ def integer_row(label, infer_log):
 
 def onnx_row(label, log):
     """The exact graph's log and, beside it, the ConvInteger graph's (<name>_integer.txt)."""
-    integer_log = log.with_name(f"{log.stem}_integer.txt")
-    sizes, top1s = [], []
-    for path in (log, integer_log):
-        text = path.read_text()
-        size = search(r"^wrote .*: ([\d,]+) bytes, .*\(float checkpoint .*: ([\d,]+) bytes\)$",
-                      text, path)
-        sizes.append(size[1])
-        top1s.append(search(r"^ONNX Runtime: top-1 (\d+\.\d\d) on", text, path).group(1))
-    cells = agreement_cells(log.read_text(), log)
-    integer_agree = agreement_cells(integer_log.read_text(), integer_log)[3]
-    return [label, f"{sizes[0]} B / {sizes[1]} B ({size[2]} B)", *top1s, *cells, integer_agree]
+    logs = (log, log.with_name(f"{log.stem}_integer.txt"))
+    texts = [path.read_text() for path in logs]
+    sizes = [search(r"^wrote .*: ([\d,]+) bytes, .*\(float checkpoint .*: ([\d,]+) bytes\)$",
+                    text, path) for text, path in zip(texts, logs)]
+    top1s = [search(r"^ONNX Runtime: top-1 (\d+\.\d\d) on", text, path).group(1)
+             for text, path in zip(texts, logs)]
+    cells = agreement_cells(texts[0], log)
+    integer_agree = agreement_cells(texts[1], logs[1])[3]
+    return [label, f"{sizes[0][1]} B / {sizes[1][1]} B ({sizes[0][2]} B)", *top1s, *cells,
+            integer_agree]
 
 
 class Table(NamedTuple):
