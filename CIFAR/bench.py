@@ -28,12 +28,14 @@ from functools import partial
 
 import torch
 
+from apot.devices import RunContext, set_float32_arithmetic
 from apot.levels import SUPPORTED_BITS, activation_levels
 from apot.projection import maybe_compile, midpoints, project
-from apot.training import RunContext, set_float32_arithmetic, stage_name
+from apot.runfolder import stage_name
+from apot.training import memory_format
 from CIFAR.data import DataError, Normalize, load_cifar, train_batches
 from CIFAR.main import (build_model, compile_whole, evaluate, get_args_parser, make_optimizer,
-                        memory_format, train_one_epoch, train_step)
+                        train_one_epoch, train_step)
 
 STAGE_EPOCHS = 300
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's

@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import torch
 
-from apot.training import UserError
+from apot.errors import UserError
 
 STATS = {  # (mean, std) per dataset, applied to train and test alike
     "cifar10": ((0.491, 0.482, 0.447), (0.247, 0.243, 0.262)),

@@ -6,18 +6,16 @@
     torchrun --nproc_per_node 2 CIFAR/main.py ...   # DistributedDataParallel, global batch kept
 """
 
-import argparse
-
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from apot.bngroups import split_batchnorm
-from apot.levels import QUANTS, SUPPORTED_BITS
-from apot.training import (ArgumentParser, UserError, all_reduce_sum,
-                           check_finite, check_run_meta, cli_main, load_checkpoint, load_weights,
-                           non_negative_float, non_negative_int, positive_float, positive_int,
-                           resume_or_start, start_process, train_epochs, wrap_model)
+from apot.checkpoint import TrainingParts, check_run_meta, load_checkpoint, load_weights
+from apot.cli import cli_main, non_negative_int, training_parser
+from apot.devices import all_reduce_sum, start_process, wrap_model
+from apot.errors import UserError
+from apot.training import (check_finite, create_model, is_alpha, memory_format, resume_or_start,
+                           run_meta, train_epochs)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -25,66 +23,28 @@ TEST_BATCH = 100
 ALPHA_GROUPS = {"act_alpha": dict(lr=0.1, weight_decay=1e-4),  # whatever --lr and --wd say
                 "wgt_alpha": dict(lr=0.02, weight_decay=1e-4)}
 LR_STEPS = (150, 225)
+# What a checkpoint records of its run; --resume must match all, -e the first four.
+RUN_META = ("arch", "bit", "quant", "dataset", "bn_groups", "channels_last")
 
 
 def get_args_parser():
-    p = ArgumentParser(description="APoT quantization on CIFAR (ResNet-20..110)")
-    p.add_argument("-a", "--arch", default="res20", choices=sorted(ARCHS))
-    p.add_argument("--bit", default=4, type=int, choices=[*SUPPORTED_BITS, 32],
-                   help="bit-width of weights and activations of the block convs (32 = float)")
-    p.add_argument("--quant", default="apot", choices=QUANTS,
-                   help="level family of the quantized convs")
-    p.add_argument("--lr", "--learning-rate", default=0.1, type=positive_float)
-    p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4,
-                   type=non_negative_float)
-    p.add_argument("--momentum", default=0.9, type=non_negative_float)
-    p.add_argument("--epochs", default=300, type=positive_int)
-    p.add_argument("-b", "--batch-size", default=128, type=positive_int,
-                   help="global training batch")
-    p.add_argument("--bn-groups", default=1, type=int, metavar="K",
-                   help="in training, every BatchNorm normalises K slices of the per-process "
-                        "batch apart, the first alone updating the running statistics: what "
-                        "nn.DataParallel over K GPUs does (the authors' runs: 2)")
+    p = training_parser("APoT quantization on CIFAR (ResNet-20..110)", ARCHS, arch="res20",
+                        epochs=300, batch_size=128, lr=0.1, channels_last=True)
     p.add_argument("--lr-schedule", default="step", choices=["step", "cosine"],
                    help="step: x0.1 at epochs 150 and 225; cosine: CosineAnnealingLR(T_max=epochs)")
-    p.add_argument("--init", default="", metavar="PATH",
-                   help="start from these weights (alphas may be missing); with -e, evaluate them")
-    p.add_argument("--resume", default="", metavar="PATH",
-                   help="continue a run exactly from its checkpoint.pth.tar")
-    p.add_argument("-e", "--evaluate", action="store_true", help="only evaluate on the test set")
-    p.add_argument("-id", "--device", default="0",
-                   help="GPU ids; several mean nn.DataParallel (ignored without a GPU)")
     p.add_argument("--data", default="./data", help="folder holding cifar-10-batches-py/")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
-    p.add_argument("--no-download", action="store_true",
-                   help="never download the dataset; a missing folder is an error")
-    p.add_argument("--seed", default=0, type=int)
     p.add_argument("--threads", default=0, type=non_negative_int,
                    help="CPU threads for PyTorch (0: its default); batches are made on the device,"
                         " so no loader processes are needed")
-    p.add_argument("--save-dir", default="", help="run folder (default result/<arch>_<bit>bit)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--no-compile", action="store_true",
-                   help="run the quantizers eagerly (no torch.compile warm-up; slower steps)")
     p.add_argument("--compile-model", action="store_true",
                    help="compile the whole model (torch.compile, CUDA graphs): for one GPU, where "
                         "it makes 4-bit steps several times faster after minutes of compilation")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="model and batches in the channels_last (NHWC) memory format; "
-                        "--no-channels-last: NCHW. Same model, other summation order; "
-                        "channels_last steps are faster on the CPU (docs/speed.md)")
-    p.add_argument("--tf32", action="store_true",
-                   help="let GPUs use TensorFloat-32 in convolutions (faster; off: IEEE FP32)")
     return p
 
 
-def memory_format(args):
-    return torch.channels_last if args.channels_last else torch.contiguous_format
-
-
 def build_model(args):
-    model = ARCHS[args.arch](bit=args.bit, num_classes=NUM_CLASSES[args.dataset], quant=args.quant)
-    return split_batchnorm(model, args.bn_groups).to(memory_format=memory_format(args))
+    return create_model(ARCHS, args, NUM_CLASSES[args.dataset])
 
 
 def param_groups(model, args):
@@ -108,21 +68,11 @@ def make_scheduler(optimizer, args):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=LR_STEPS, gamma=0.1)
 
 
-def run_meta(args):
-    """What a checkpoint records of its run, and what --resume must match."""
-    return dict(arch=args.arch, bit=args.bit, quant=args.quant, dataset=args.dataset,
-                bn_groups=args.bn_groups, channels_last=args.channels_last)
-
-
 def compile_whole(model):
     """--compile-model: one graph for the whole model, the quantizers traced into it, replayed
     as CUDA graphs on a GPU, where the 4-bit step is otherwise bound by kernel launches
     (result/gpu_speed/)."""
     return torch.compile(model, mode="reduce-overhead")
-
-
-def is_alpha(key):
-    return key.endswith(tuple(ALPHA_GROUPS))
 
 
 def train_step(model, criterion, optimizer, images, target):
@@ -183,8 +133,7 @@ def load_initial_weights(model, args, say):
             raise UserError("-e/--evaluate needs --init PATH, the checkpoint to evaluate")
         ckpt = load_checkpoint(args.init)
         # ours record their run (a 3-bit model has the keys of a 4-bit one); the authors' do not
-        check_run_meta(ckpt, f"checkpoint {args.init}", arch=args.arch, bit=args.bit,
-                       quant=args.quant, dataset=args.dataset)
+        check_run_meta(ckpt, f"checkpoint {args.init}", **run_meta(args, RUN_META[:4]))
         load_weights(model, ckpt["state_dict"], args.init)
     elif args.init and not args.resume:
         missing = load_weights(model, load_checkpoint(args.init)["state_dict"], args.init,
@@ -200,11 +149,11 @@ def run(args):
     load_initial_weights(model, args, ctx.say)
     if not args.evaluate:
         optimizer = make_optimizer(model, args)
-        scheduler = make_scheduler(optimizer, args)
-        state = resume_or_start(args, ctx, model, optimizer, scheduler, run_meta(args))
-        if state[0] >= args.epochs:  # a finished stage: no data to load
-            return train_epochs(args, ctx, model, optimizer, scheduler, state, None, None,
-                                run_meta(args))
+        parts = TrainingParts(model, optimizer, make_scheduler(optimizer, args),
+                              run_meta(args, RUN_META))
+        progress = resume_or_start(args, ctx, parts)
+        if progress.epoch >= args.epochs:  # a finished stage: no data to load
+            return train_epochs(args, ctx, parts, progress, None, None)
 
     data = load_cifar(args.data, args.dataset, download=not args.no_download,
                       train=not args.evaluate)
@@ -229,8 +178,7 @@ def run(args):
         loss, acc = evaluate(eval_net, criterion, test_data, normalize, ctx)
         return dict(test_loss=loss, test_acc=acc)
 
-    train_epochs(args, ctx, model, optimizer, scheduler, state, train_epoch, test_epoch,
-                 run_meta(args))
+    train_epochs(args, ctx, parts, progress, train_epoch, test_epoch)
 
 
 def main(argv=None):

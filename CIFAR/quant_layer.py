@@ -10,19 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from apot.calibrated import calibrated_weight_quant
-from apot.errors import UnsupportedValue
 from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for resnet.py)
-from apot.levels import SUPPORTED_BITS, activation_levels, weight_levels
+from apot.levels import activation_levels, check_quantized_bit, weight_levels
 from apot.projection import maybe_compile, midpoints, project
 
 WEIGHT_ALPHA_INIT = 3.0  # three standard deviations of the normalised weight
 ACT_ALPHA_INIT = 8.0
-
-
-def check_bit(bit):
-    if bit not in SUPPORTED_BITS:
-        raise UnsupportedValue(f"unsupported bit-width {bit!r}: quantized layers take bit in "
-                               f"{SUPPORTED_BITS} (use 32 for the full-precision model)")
 
 
 @maybe_compile
@@ -62,7 +55,7 @@ class weight_quantize_fn(nn.Module):
 
     def __init__(self, bit, quant="apot"):
         super().__init__()
-        check_bit(bit)
+        check_quantized_bit(bit)
         self.bit = bit
         self.wgt_alpha = nn.Parameter(torch.tensor(WEIGHT_ALPHA_INIT))
         levels = weight_levels(bit, quant)
@@ -86,7 +79,7 @@ class QuantConv2d(nn.Conv2d):
                  groups=1, bias=False, bit=4, quant="apot"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias)
-        check_bit(bit)
+        check_quantized_bit(bit)
         self.bit, self.quant = bit, quant
         self.weight_quant = weight_quantize_fn(bit, quant)
         self.act_alpha = nn.Parameter(torch.tensor(ACT_ALPHA_INIT))

@@ -8,8 +8,9 @@ import math
 import torch.nn as nn
 
 from apot.errors import UnsupportedValue
+from apot.levels import check_model_bit
 
-from .quant_layer import QuantConv2d, check_bit, first_conv, last_fc
+from .quant_layer import QuantConv2d, first_conv, last_fc
 
 
 def make_conv(in_planes, out_planes, kernel_size, stride, bit, quant):
@@ -47,8 +48,7 @@ class ResNetCifar(nn.Module):
         super().__init__()
         if (depth - 2) % 6:
             raise UnsupportedValue(f"CIFAR ResNet depth must be 6n+2, got {depth}")
-        if bit != 32:
-            check_bit(bit)
+        check_model_bit(bit)
         n = (depth - 2) // 6
         self.bit = bit
         self.conv1 = first_conv(3, 16, kernel_size=3, stride=1, padding=1, bias=False)

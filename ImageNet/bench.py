@@ -12,10 +12,11 @@ import time
 
 import torch
 
+from apot.devices import set_float32_arithmetic
 from apot.levels import SUPPORTED_BITS
-from apot.training import set_float32_arithmetic, stage_name
+from apot.runfolder import stage_name
 from ImageNet.data import IMAGE_SIZE
-from ImageNet.main import build_model
+from ImageNet.main import build_model, get_args_parser
 
 
 def main(argv=None):
@@ -36,9 +37,10 @@ def main(argv=None):
     y = torch.randint(0, 1000, (args.batch,), device=device)
     trainers = {}
     for bit in (32, args.bit):
-        ns = argparse.Namespace(arch=args.arch, bit=bit, quant="apot", bn_groups=1,
-                                channels_last=args.channels_last)
-        model = build_model(ns, 1000).to(device).train()
+        # main.py's own arguments (--data is not read), so the model is built as it builds it
+        flags = ["--data", "", "-a", args.arch, "--bit", str(bit)]
+        run = get_args_parser().parse_args(flags + ["--channels-last"] * args.channels_last)
+        model = build_model(run, 1000).to(device).train()
         trainers[bit] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
 
     def step(bit):

@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torchvision import transforms
 
-from apot.training import UserError
+from apot.errors import UserError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_SIZE = 224

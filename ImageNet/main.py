@@ -13,37 +13,27 @@ import torch.nn as nn
 import torchvision
 from tqdm import tqdm
 
-from apot.bngroups import split_batchnorm
-from apot.levels import QUANTS, SUPPORTED_BITS
-from apot.training import (ArgumentParser, UserError, all_reduce_sum,
-                           check_finite, check_run_meta, cli_main, load_checkpoint, load_weights,
-                           non_negative_float, non_negative_int, positive_float, positive_int,
-                           resume_or_start, start_process, train_epochs, wrap_model)
+from apot.checkpoint import TrainingParts, check_run_meta, load_checkpoint, load_weights
+from apot.cli import cli_main, non_negative_int, positive_float, positive_int, training_parser
+from apot.devices import all_reduce_sum, start_process, wrap_model
+from apot.errors import UserError
+from apot.training import (check_finite, create_model, is_alpha, resume_or_start, run_meta,
+                           train_epochs)
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
 from ImageNet.resnet import ARCHS
 
 TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
                        "resnet50": "ResNet50_Weights"}
+# What a checkpoint records of its run: -e must match the first three, --resume all.
+RUN_META = ("arch", "bit", "quant", "bn_groups")
 
 
 def get_args_parser():
-    p = ArgumentParser(description="APoT quantization on ImageNet (ResNet-18/34/50)")
-    p.add_argument("-a", "--arch", default="resnet18", choices=sorted(ARCHS))
-    p.add_argument("--bit", default=4, type=int, choices=[*SUPPORTED_BITS, 32])
-    p.add_argument("--quant", default="apot", choices=QUANTS,
-                   help="level family of the quantized convs")
+    p = training_parser("APoT quantization on ImageNet (ResNet-18/34/50)", ARCHS,
+                        arch="resnet18", epochs=100, batch_size=1024, lr=0.01,
+                        channels_last=False)
     p.add_argument("--data", required=True,
                    help="ImageFolder root holding train/ and val/ (-e reads val/ alone)")
-    p.add_argument("--epochs", default=100, type=positive_int)
-    p.add_argument("-b", "--batch-size", default=1024, type=positive_int, help="global batch")
-    p.add_argument("--lr", default=0.01, type=positive_float, help="base learning rate")
-    p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4,
-                   type=non_negative_float)
-    p.add_argument("--momentum", default=0.9, type=non_negative_float)
-    p.add_argument("--bn-groups", default=1, type=int, metavar="K",
-                   help="in training, every BatchNorm normalises K slices of the per-process "
-                        "batch apart, the first alone updating the running statistics: what "
-                        "nn.DataParallel over K GPUs does (the authors' runs: 2)")
     p.add_argument("--warmup-iters", default=2500, type=non_negative_int,
                    help="iterations over which the lr moves linearly from --warmup-lr to --lr")
     p.add_argument("--warmup-lr", default=None, type=positive_float,
@@ -56,23 +46,8 @@ def get_args_parser():
                    help="crop size; images are first resized to size * 8/7 (256 for 224)")
     p.add_argument("--pretrained", default="", metavar="PATH|torchvision",
                    help="full-precision weights to start from: a file (torchvision's or ours) or "
-                        "'torchvision' to fetch torchvision's ImageNet weights")
-    p.add_argument("--init", default="", metavar="PATH",
-                   help="start from our checkpoint of another bit-width (alphas carry over); "
-                        "instead of --pretrained")
-    p.add_argument("--resume", default="", metavar="PATH")
-    p.add_argument("-e", "--evaluate", action="store_true")
-    p.add_argument("--seed", default=0, type=int)
+                        "'torchvision' to fetch torchvision's ImageNet weights; or --init")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16 on GPUs)")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("-id", "--device", default="0", help="GPU ids; several mean nn.DataParallel")
-    p.add_argument("--save-dir", default="", help="run folder (default result/<arch>_<bit>bit)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-download", action="store_true",
-                   help="never download (then --pretrained torchvision is an error)")
-    p.add_argument("--no-compile", action="store_true", help="eager projection")
-    p.add_argument("--tf32", action="store_true",
-                   help="let GPUs use TensorFloat-32 in convolutions (faster; off: IEEE FP32)")
     return p
 
 
@@ -104,10 +79,6 @@ def load_pretrained(model, source, arch, allow_download):
     else:
         state_dict = load_checkpoint(source)["state_dict"]
     return load_weights(model, state_dict, source, may_miss=is_alpha)
-
-
-def is_alpha(key):
-    return key.endswith(("act_alpha", "weight_alpha"))
 
 
 def accuracy_counts(output, target):
@@ -167,15 +138,8 @@ def evaluate(model, criterion, data, ctx, args):
     return loss / n, 100 * top1 / n, 100 * top5 / n
 
 
-def run_meta(args):
-    """What a checkpoint records of its run, and what -e must match."""
-    return dict(arch=args.arch, bit=args.bit, quant=args.quant)
-
-
 def build_model(args, num_classes):
-    model = ARCHS[args.arch](bit=args.bit, num_classes=num_classes, quant=args.quant)
-    model = split_batchnorm(model, args.bn_groups)
-    return model.to(memory_format=torch.channels_last) if args.channels_last else model
+    return create_model(ARCHS, args, num_classes)
 
 
 def evaluate_checkpoint(model, criterion, val_data, ctx, args):
@@ -188,7 +152,7 @@ def evaluate_checkpoint(model, criterion, val_data, ctx, args):
         load_pretrained(model, source, args.arch, not args.no_download)
     else:
         ckpt = load_checkpoint(source)
-        check_run_meta(ckpt, f"checkpoint {source}", **run_meta(args))
+        check_run_meta(ckpt, f"checkpoint {source}", **run_meta(args, RUN_META[:3]))
         load_weights(model, ckpt["state_dict"], source)
     _, top1, top5 = evaluate(model, criterion, val_data, ctx, args)
     ctx.say(f"* Prec@1 {top1:.2f} Prec@5 {top5:.2f}")
@@ -233,8 +197,8 @@ def run(args):
         raise UserError(f"{len(train_set)} training images do not fill one batch of "
                         f"{args.batch_size}")
     optimizer, scheduler, scaler = make_training(model, args, len(train_data), ctx.device)
-    meta = dict(run_meta(args), bn_groups=args.bn_groups)  # what --resume must match
-    state = resume_or_start(args, ctx, model, optimizer, scheduler, meta, scaler)
+    parts = TrainingParts(model, optimizer, scheduler, run_meta(args, RUN_META), scaler)
+    progress = resume_or_start(args, ctx, parts)
     net, eval_net = wrap_model(model, ctx.world, ctx.device, ctx.dp_ids)
 
     def train_epoch(epoch):
@@ -248,8 +212,7 @@ def run(args):
         return dict(test_loss=loss, test_acc=top1, test_top5=top5)
 
     # the schedule steps every iteration, inside train_one_epoch
-    train_epochs(args, ctx, model, optimizer, scheduler, state, train_epoch, test_epoch, meta,
-                 scaler, epoch_schedule=False)
+    train_epochs(args, ctx, parts, progress, train_epoch, test_epoch, epoch_schedule=False)
 
 
 def main(argv=None):

@@ -17,21 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from apot.calibrated import calibrated_weight_quant
-from apot.errors import UnsupportedValue
 from apot.eightbit import first_conv, last_fc  # noqa: F401  (re-exported for resnet.py)
-from apot.levels import SUPPORTED_BITS, activation_levels, weight_levels
+from apot.levels import activation_levels, check_model_bit, weight_levels
 from apot.projection import maybe_compile, midpoints, project
 
 WEIGHT_ALPHA_INIT = 3.0
 ACT_ALPHA_INIT = 6.0
 
 _project = maybe_compile(project)
-
-
-def check_bit(bit):
-    if bit != 32 and bit not in SUPPORTED_BITS:
-        raise UnsupportedValue(f"unsupported bit-width {bit!r}: quantized layers take bit in "
-                               f"{SUPPORTED_BITS} or 32 (full precision)")
 
 
 def straight_through(x, q):
@@ -65,7 +58,7 @@ class QuantConv2d(nn.Conv2d):
                  groups=1, bias=False, bit=5, quant="apot"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias)
-        check_bit(bit)
+        check_model_bit(bit)
         self.bit = bit
         if bit == 32:
             return

@@ -8,7 +8,9 @@ conv below 32 bits) and torchvision's ImageNet weights load by name.
 import torch.nn as nn
 import torchvision
 
-from .quant_layer import QuantConv2d, check_bit, first_conv, last_fc
+from apot.levels import check_model_bit
+
+from .quant_layer import QuantConv2d, first_conv, last_fc
 
 
 def _swap_conv(conv, new_cls, **kwargs):
@@ -20,7 +22,7 @@ def _swap_conv(conv, new_cls, **kwargs):
 
 def quantize_resnet(model, bit, quant="apot"):
     """Swap a torchvision ResNet's layers in place for the APoT ones; returns the model."""
-    check_bit(bit)
+    check_model_bit(bit)
     model.conv1 = _swap_conv(model.conv1, first_conv)
     fc = last_fc(model.fc.in_features, model.fc.out_features)
     fc.load_state_dict(model.fc.state_dict())

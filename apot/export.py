@@ -37,6 +37,9 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from apot.checkpoint import (atomic_save, atomic_write, load_checkpoint, load_weights,
+                             strip_module_prefix)
+from apot.cli import ArgumentParser, cli_main
 from apot.eightbit import codes_8bit, first_conv, last_fc
 from apot.errors import UserError
 from apot.intmath import (int_conv2d, integer_terms, pack_codes, split_weight_codes,
@@ -44,8 +47,6 @@ from apot.intmath import (int_conv2d, integer_terms, pack_codes, split_weight_co
 from apot.levels import QUANTS, SUPPORTED_BITS
 from apot.onnx_export import CONVS, ort_session, to_onnx
 from apot.projection import compilation, project_index
-from apot.training import (ArgumentParser, atomic_save, atomic_write, cli_main,
-                           load_checkpoint, load_weights, strip_module_prefix)
 
 FORMAT = "apot-int-v1"
 

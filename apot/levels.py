@@ -30,6 +30,20 @@ def _check_bits(B):
             f"unsupported bit-width B={B!r}: APoT levels exist for B in {SUPPORTED_BITS} only")
 
 
+def check_quantized_bit(bit):
+    """A quantized layer's bit-width: one of SUPPORTED_BITS."""
+    if bit not in SUPPORTED_BITS:
+        raise UnsupportedValue(f"unsupported bit-width {bit!r}: quantized layers take bit in "
+                               f"{SUPPORTED_BITS} (use 32 for the full-precision model)")
+
+
+def check_model_bit(bit):
+    """A model's bit-width: one of SUPPORTED_BITS, or 32 for full precision."""
+    if bit != 32 and bit not in SUPPORTED_BITS:
+        raise UnsupportedValue(f"unsupported bit-width {bit!r}: models take bit in "
+                               f"{SUPPORTED_BITS} or 32 (full precision)")
+
+
 def _normalise(sums):
     values = torch.tensor(sorted(set(sums)), dtype=torch.float32)
     return values * (1.0 / values.max())

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from apot.cli import data_root
 from apot.projection import compilation
-from apot.training import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(data_root())  # $APOT_DATA, else ../shared/data

@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from apot.bngroups import split_batchnorm
 from CIFAR.main import main as cifar_main
-from conftest import assert_one_line_error, run_in_process
 from CIFAR.resnet import ARCHS
+from conftest import assert_one_line_error, run_in_process
 
 
 def dataparallel_step(model, x, y, groups):

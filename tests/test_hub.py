@@ -88,7 +88,7 @@ from torch._dynamo.utils import counters
 torch.hub.load({str(ROOT)!r}, "apot_resnet20", source="local", bit=4, pretrained=True)
 torch.hub.load({str(ROOT)!r}, "apot_resnet18", source="local", bit=4)
 training = [m for m in ("CIFAR.main", "CIFAR.data", "ImageNet.main", "ImageNet.data",
-                        "apot.training", "apot.export") if m in sys.modules]
+                        "apot.training", "apot.devices", "apot.export") if m in sys.modules]
 print(training, sum(counters["frames"].values()))
 """)
     assert proc.returncode == 0, proc.stderr
@@ -100,7 +100,7 @@ print(training, sum(counters["frames"].values()))
 def test_hub_model_scores_what_main_py_evaluates_on_2000_images(tmp_path):
     """main.py -e's model and evaluate() on the first 2,000 test images against the hub model
     fed the same normalised images: the same predictions, the same top-1."""
-    from apot.training import RunContext
+    from apot.devices import RunContext
     from CIFAR.data import Normalize, load_cifar
     from CIFAR.main import build_model, evaluate, get_args_parser, load_initial_weights
     ckpt = ROOT / "result" / "reference" / "res20_2bit" / "model_best.pth.tar"

@@ -170,7 +170,7 @@ def test_state_dict_keys_are_torchvisions_plus_alphas(arch):
 def test_torchvision_weights_load_into_every_bit_width():
     tv = torchvision.models.resnet18(weights=None)
     model = ARCHS["resnet18"](bit=3)
-    from apot.training import load_weights
+    from apot.checkpoint import load_weights
     missing = load_weights(model, tv.state_dict(), "torchvision", may_miss=lambda k: "alpha" in k)
     assert missing and all(k.endswith("alpha") for k in missing)
     assert torch.equal(model.layer1[0].conv1.weight, tv.layer1[0].conv1.weight)
@@ -313,7 +313,7 @@ def test_resume_in_the_warm_up_continues_the_same_lr_sequence():
     """Interrupted at iteration 700 of a 2,500-iteration warm-up, saved and restored through the
     checkpoint dict, the schedule goes on exactly as without the interruption."""
     import argparse
-    from apot.training import restore_run, run_state
+    from apot.checkpoint import Progress, TrainingParts, restore_run, run_state
     from ImageNet.main import get_args_parser, make_training
     args = get_args_parser().parse_args(["--data", "x", "--lr", "0.04", "--warmup-lr", "0.01"])
     cpu = torch.device("cpu")
@@ -332,13 +332,13 @@ def test_resume_in_the_warm_up_continues_the_same_lr_sequence():
     model = torch.nn.Linear(2, 2)
     opt, sched, _ = make_training(model, args, 100, cpu)
     first = lrs(opt, sched, 700)
-    state = run_state(model, opt, sched, 7, 0.0, [], argparse.Namespace())
+    state = run_state(TrainingParts(model, opt, sched, {}), Progress(7), argparse.Namespace())
     model = torch.nn.Linear(2, 2)
     opt, sched, _ = make_training(model, args, 100, cpu)
     import tempfile, os  # noqa: E401
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, os.path.join(d, "c.pth"))
-        restore_run(os.path.join(d, "c.pth"), model, opt, sched)
+        restore_run(os.path.join(d, "c.pth"), TrainingParts(model, opt, sched, {}))
     assert first + lrs(opt, sched, 2500) == whole
     assert whole[0] == 0.01 and whole[2500] == 0.04 and whole[3000] == pytest.approx(0.004)
 
@@ -348,7 +348,7 @@ def test_loss_scale_survives_a_resume(tmp_path):
     comes back into a new scaler. CPU runs keep the scaler off, so this uses an enabled CPU
     scaler directly, after steps that changed its scale."""
     import argparse
-    from apot.training import atomic_save, restore_run, run_state
+    from apot.checkpoint import Progress, TrainingParts, atomic_save, restore_run, run_state
     model = torch.nn.Linear(4, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
@@ -361,10 +361,10 @@ def test_loss_scale_survives_a_resume(tmp_path):
         opt.zero_grad()
     saved = scaler.state_dict()
     assert saved["scale"] == 2.0**10 and saved["_growth_tracker"] == 1  # halved once, doubled once
-    atomic_save(run_state(model, opt, sched, 1, 0.0, [], argparse.Namespace(), scaler),
-                tmp_path / "c.pth")
+    atomic_save(run_state(TrainingParts(model, opt, sched, {}, scaler), Progress(1),
+                          argparse.Namespace()), tmp_path / "c.pth")
     fresh = torch.amp.GradScaler("cpu", growth_interval=3)
-    restore_run(tmp_path / "c.pth", torch.nn.Linear(4, 2), opt, sched, fresh)
+    restore_run(tmp_path / "c.pth", TrainingParts(torch.nn.Linear(4, 2), opt, sched, {}, fresh))
     assert fresh.state_dict() == saved
 
 
@@ -385,7 +385,8 @@ BAD_SCALER_ENTRIES = [{"scale": "big"}, [1, 2], {"scale": 1.0},
 
 @pytest.mark.parametrize("entry", BAD_SCALER_ENTRIES)
 def test_corrupt_scaler_entries_are_refused(entry):
-    from apot.training import UserError, check_scaler_state
+    from apot.checkpoint import check_scaler_state
+    from apot.errors import UserError
     with pytest.raises(UserError, match=r"^--resume c\.pth: corrupt 'scaler' entry"):
         check_scaler_state(entry, "c.pth")
     check_scaler_state({}, "c.pth")  # saved with the scaler off: nothing to restore

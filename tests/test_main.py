@@ -231,7 +231,7 @@ def test_constant_weights_are_a_clear_error_not_nan(trained, tiny_cifar, tmp_pat
                                     r"quantizer divides by their std$")
     assert not (tmp_path / "run").exists()
     from ImageNet.resnet import ARCHS
-    from apot.training import constant_quantized_weights
+    from apot.checkpoint import constant_quantized_weights
     model = ARCHS["resnet18"](bit=2, num_classes=3)
     torch.nn.init.zeros_(model.layer4[1].conv1.weight)
     torch.nn.init.zeros_(model.conv1.weight)  # the 8-bit first conv does not normalise
@@ -331,8 +331,8 @@ def test_compile_model_trains_as_the_uncompiled_model(main_in_process, tiny_cifa
 
 def test_compile_model_refuses_several_processes(main_in_process, tiny_cifar, tmp_path,
                                                  monkeypatch, capsys):
-    import apot.training
-    monkeypatch.setattr(apot.training, "init_distributed", lambda: (0, 2, 0))
+    import apot.devices
+    monkeypatch.setattr(apot.devices, "init_distributed", lambda: (0, 2, 0))
     with pytest.raises(SystemExit) as exit_info:
         main_in_process.main(["--bit", "4", "--data", str(tiny_cifar), "--compile-model",
                               "--save-dir", str(tmp_path / "run")])

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from apot.training import memory_format
 from CIFAR.data import Normalize
-from CIFAR.main import build_model, get_args_parser, memory_format
+from CIFAR.main import build_model, get_args_parser
 from CIFAR.main import main as cifar_main
 from conftest import assert_one_line_error, run_in_process
 

@@ -1,8 +1,10 @@
-"""apot.training helpers that the dataset folders share."""
+"""The helpers both dataset folders share: arithmetic set-up, command line, run files."""
+import os
+
 import pytest
 import torch
 
-from apot.training import set_float32_arithmetic
+from apot.devices import set_float32_arithmetic
 from conftest import run_in_process
 
 NEW_API = hasattr(torch.backends.cudnn, "conv")
@@ -78,8 +80,8 @@ def test_imagenet_numeric_arguments_too(tmp_path):
 
 
 def test_command_line_catches_only_the_projects_input_errors(capsys):
+    from apot.cli import ArgumentParser, cli_main
     from apot.errors import UnsupportedValue
-    from apot.training import ArgumentParser, cli_main
 
     def fail(error):
         def run(args):
@@ -98,7 +100,7 @@ def test_command_line_catches_only_the_projects_input_errors(capsys):
 
 def test_atomic_write_gives_the_permissions_open_would(tmp_path):
     import os
-    from apot.training import atomic_write
+    from apot.checkpoint import atomic_write
     before = os.umask(0o027)
     try:
         atomic_write(tmp_path / "a.bin", lambda f: f.write(b"x"))
@@ -113,7 +115,7 @@ def test_atomic_write_gives_the_permissions_open_would(tmp_path):
 
 
 def test_an_interrupted_atomic_write_keeps_the_previous_file_and_leaves_nothing(tmp_path):
-    from apot.training import atomic_write
+    from apot.checkpoint import atomic_write
     (tmp_path / "log.csv").write_bytes(b"old\r\n")
 
     def crash(f):
@@ -130,8 +132,38 @@ def test_log_and_args_files_are_written_byte_for_byte(tmp_path):
     """The formats the committed runs have: csv rows end in CRLF (csv's own line end, which text
     mode must not translate), args.json is sorted, indented by 2 and ends in a newline."""
     import argparse
-    from apot.training import write_args, write_log
+    from apot.runfolder import write_args, write_log
     write_log(str(tmp_path / "log.csv"), [dict(epoch=0, lr=0.04), dict(epoch=1, lr=0.004)])
     assert (tmp_path / "log.csv").read_bytes() == b"epoch,lr\r\n0,0.04\r\n1,0.004\r\n"
     write_args(str(tmp_path / "args.json"), argparse.Namespace(lr=0.04, arch="res20"))
     assert (tmp_path / "args.json").read_bytes() == b'{\n  "arch": "res20",\n  "lr": 0.04\n}\n'
+
+
+@pytest.mark.parametrize("variant", ["CIFAR", "ImageNet"])
+def test_both_mains_share_one_set_of_flags_and_one_run_folder_default(variant):
+    """Every flag of the shared base means the same in both main.py files, and the run folder's
+    default is resolved once the flags are parsed, before anything reads args."""
+    import importlib
+    from apot.cli import training_parser
+    parser = importlib.import_module(f"{variant}.main").get_args_parser()
+    flags = {s: a.dest for a in parser._actions for s in a.option_strings}
+    base = {s: a.dest for a in training_parser("", {})._actions for s in a.option_strings}
+    assert base.items() <= flags.items()
+    args = parser.parse_args(["--data", "d", "--bit", "3", "-b", "8"])
+    assert args.save_dir == os.path.join("result", f"{args.arch}_3bit")
+    assert parser.parse_args(["--data", "d", "--save-dir", "x"]).save_dir == "x"
+
+
+def test_bit_width_checks_say_what_a_model_and_a_quantized_layer_take():
+    from apot.errors import UnsupportedValue
+    from apot.levels import SUPPORTED_BITS, check_model_bit, check_quantized_bit
+    for bit in SUPPORTED_BITS:
+        check_model_bit(bit)
+        check_quantized_bit(bit)
+    check_model_bit(32)
+    for bad in (1, 6, 8, 16, "4", 4.5):
+        with pytest.raises(UnsupportedValue, match="models take bit in"):
+            check_model_bit(bad)
+    for bad in (1, 6, 32, "4"):
+        with pytest.raises(UnsupportedValue, match="quantized layers take bit in"):
+            check_quantized_bit(bad)

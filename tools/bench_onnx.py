@@ -27,7 +27,7 @@ import torch
 
 from apot.levels import SUPPORTED_BITS
 from apot.onnx_export import to_onnx
-from apot.training import stage_name
+from apot.runfolder import stage_name
 from CIFAR.quant_layer import QuantConv2d
 from CIFAR.resnet import ARCHS
 

@@ -16,11 +16,11 @@ import argparse
 
 import torch
 
+from apot.cli import ArgumentParser, cli_main, positive_int
 from apot.export import load_quantized_model, modules_of_type
 from apot.intmath import integer_terms
 from apot.levels import SUPPORTED_BITS, weight_levels
 from apot.projection import compilation
-from apot.training import ArgumentParser, cli_main, positive_int
 from CIFAR.export import VARIANT
 
 

@@ -17,8 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from apot.training import (data_root, load_checkpoint, stage_name,  # noqa: E402
-                           strip_module_prefix)
+from apot.checkpoint import load_checkpoint, strip_module_prefix  # noqa: E402
+from apot.cli import data_root  # noqa: E402
+from apot.runfolder import stage_name  # noqa: E402
 from tools.results_table import add_run_arguments, check_folder  # noqa: E402
 
 BITS = (4, 3, 2)

@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from apot.checkpoint import load_checkpoint, strip_module_prefix  # noqa: E402
 from apot.levels import level_set, weight_levels  # noqa: E402
-from apot.training import load_checkpoint, strip_module_prefix  # noqa: E402
 
 
 def plot_level_sets(out):

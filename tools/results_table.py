@@ -34,7 +34,9 @@ import re
 import statistics
 from pathlib import Path
 
-from apot.training import atomic_write, positive_int, stage_name
+from apot.checkpoint import atomic_write
+from apot.cli import positive_int
+from apot.runfolder import stage_name
 from CIFAR.main import LR_STEPS
 
 STAGES = (32, 4, 3, 2)
