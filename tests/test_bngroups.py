@@ -10,7 +10,7 @@ import torch.nn as nn
 from apot.bngroups import split_batchnorm
 from CIFAR.main import main as cifar_main
 from CIFAR.resnet import ARCHS
-from conftest import assert_one_line_error, run_in_process
+from helpers import assert_one_line_error, run_in_process
 
 
 def dataparallel_step(model, x, y, groups):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from CIFAR.data import PAD, DataError, Normalize, augment, load_cifar, train_batches
-from conftest import ROOT, assert_one_line_error, run_in_process, write_tiny_cifar
+from helpers import ROOT, assert_one_line_error, run_in_process, write_tiny_cifar
 
 
 def reference_augment(img, dy, dx, flip):
@@ -225,7 +225,7 @@ def test_a_short_stage_ends_in_the_lr_phase_its_schedule_reaches(tmp_path):
 
 
 def test_results_table_needs_no_plotting_library():
-    from conftest import run_script
+    from helpers import run_script
     proc = run_script("-c", "import sys, tools.results_table; "
                             "sys.exit('matplotlib' in sys.modules)")
     assert proc.returncode == 0, proc.stderr

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from apot.errors import UserError
+from apot.export import IntConv, export_conv
 from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
 from apot.levels import QUANTS, level_integers, level_set, weight_level_integers, weight_levels
-from apot.export import IntConv, export_conv
-from apot.errors import UserError
-from CIFAR.quant_layer import QuantConv2d
 from CIFAR.export import main as EXPORT
-from conftest import (CIFAR_DIR, OFFICIAL, agreement, assert_one_line_error, make_image_folder,
-                      run_in_process)
+from CIFAR.quant_layer import QuantConv2d
+from helpers import (CIFAR_DIR, OFFICIAL, agreement, assert_one_line_error,
+                     calibrated_imagenet_checkpoint, make_image_folder, quant_conv, run_in_process)
 from ImageNet.export import main as IMAGENET_EXPORT
 from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d
 
@@ -92,21 +92,6 @@ def test_int_conv2d_sums_exactly_below_2_to_the_53_and_refuses_beyond():
     assert acc.flatten().tolist() == [27 * big]
     with pytest.raises(ValueError, match="too large for exact float64 sums"):
         int_conv2d(ones * 2**50, ones, ones * 3, stride=1, padding=0)  # 9 * 2**50 >= 2**53
-
-
-def quant_conv(variant, bit, quant, stride):
-    """A quantized conv of either variant, with alphas set where the levels are well used."""
-    if variant == "CIFAR":
-        conv = QuantConv2d(8, 16, 3, stride=stride, padding=1, bit=bit, quant=quant)
-        w_alpha = conv.weight_quant.wgt_alpha
-    else:
-        conv = ImageNetQuantConv2d(8, 16, 3, stride=stride, padding=1, bit=bit,
-                                   quant=quant)
-        w_alpha = conv.weight_alpha
-    with torch.no_grad():
-        conv.act_alpha.fill_(2.5)
-        w_alpha.fill_(1.7 if bit > 2 else 0.8)
-    return conv.eval()
 
 
 @pytest.mark.parametrize("variant", ["CIFAR", "ImageNet"])
@@ -258,22 +243,6 @@ def test_float64_twin_holds_the_weights_float32_quantizes():
                             weights[1], padding=1)
     assert out.dtype == torch.float64 and torch.equal(out, expected)
     assert conv.weight.dtype == torch.float32 and conv.quantized_weight().flatten()[i] == 0
-
-
-def calibrated_imagenet_checkpoint(path, bit):
-    """A resnet18 checkpoint as ImageNet/main.py writes one, with BatchNorm statistics from
-    random images (see the CIFAR test above for why)."""
-    from ImageNet.resnet import ARCHS
-    torch.manual_seed(0)
-    model = ARCHS["resnet18"](bit=bit, num_classes=3)
-    for bn in model.modules():
-        if isinstance(bn, torch.nn.BatchNorm2d):
-            bn.momentum = None
-    with torch.no_grad():
-        model(torch.randn(16, 3, 32, 32))
-    torch.save({"state_dict": model.state_dict(), "arch": "resnet18", "bit": bit,
-                "quant": "apot"}, path)
-    return path
 
 
 @pytest.mark.slow

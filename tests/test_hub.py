@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from conftest import CIFAR_DIR, ROOT, run_script
+from helpers import CIFAR_DIR, ROOT, run_script
 
 BITS = (32, 4, 3, 2)
 
@@ -132,4 +132,4 @@ def test_hub_model_exports_to_onnx_with_export_py(tmp_path, capsys):
     with torch.no_grad():
         want = model(x.contiguous(memory_format=torch.channels_last)).argmax(1).numpy()
     got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
-    assert (np.argmax(got, 1) == want).sum() >= 7  # all but one (conftest.agreement says why)
+    assert (np.argmax(got, 1) == want).sum() >= 7  # all but one (helpers.agreement says why)

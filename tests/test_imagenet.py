@@ -1,5 +1,5 @@
 """The ImageNet variant: quantizer gradients against float64 references, torchvision-layout
-ResNets, and main.py end to end on a tiny ImageFolder (conftest's)."""
+ResNets, and main.py end to end on a tiny ImageFolder (helpers.make_image_folder)."""
 import re
 import subprocess
 
@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from apot.levels import QUANTS, activation_levels, weight_levels
-from conftest import (ROOT, assert_one_line_error, last_line, make_image_folder,
+from helpers import (ROOT, assert_one_line_error, last_line, make_image_folder,
                       run_in_process, run_with_stand_in_python)
 from ImageNet.main import main as imagenet_main
 from ImageNet.quant_layer import QuantConv2d

@@ -12,7 +12,7 @@ import torch
 
 from apot.projection import compilation
 from CIFAR.main import main as cifar_main
-from conftest import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, last_line, run_in_process,
+from helpers import (CIFAR_DIR, OFFICIAL, ROOT, assert_one_line_error, last_line, run_in_process,
                       run_with_stand_in_python)
 
 MAIN = ROOT / "CIFAR" / "main.py"

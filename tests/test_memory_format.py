@@ -14,7 +14,7 @@ from apot.training import memory_format
 from CIFAR.data import Normalize
 from CIFAR.main import build_model, get_args_parser
 from CIFAR.main import main as cifar_main
-from conftest import assert_one_line_error, run_in_process
+from helpers import assert_one_line_error, run_in_process
 
 LAYOUTS = {"channels_last": [], "NCHW": ["--no-channels-last"]}
 

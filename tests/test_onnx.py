@@ -20,10 +20,10 @@ from apot.errors import UserError  # noqa: E402
 from CIFAR.export import VARIANT as CIFAR, main as cifar_export  # noqa: E402
 from CIFAR.quant_layer import QuantConv2d  # noqa: E402
 from CIFAR.resnet import ARCHS  # noqa: E402
-from conftest import (OFFICIAL, agreement, assert_one_line_error,  # noqa: E402
+from helpers import (OFFICIAL, agreement, assert_one_line_error,  # noqa: E402
                       run_in_process)
 from ImageNet.export import VARIANT as IMAGENET  # noqa: E402
-from test_export import calibrated_imagenet_checkpoint, quant_conv  # noqa: E402
+from helpers import calibrated_imagenet_checkpoint, quant_conv  # noqa: E402
 
 
 def session(proto, optimize=True):
@@ -275,7 +275,7 @@ def test_authors_checkpoints_agree_under_onnx_runtime(bit):
     """The first 200 test images (docs/onnx.md's table is the whole test set)."""
     from apot.export import load_quantized_model
     from CIFAR.data import Normalize, load_cifar
-    from conftest import CIFAR_DIR
+    from helpers import CIFAR_DIR
     model, _ = load_quantized_model(str(OFFICIAL / f"res20_{bit}bit.pth.tar"), CIFAR, "res20",
                                     bit, "apot")
     _, _, x, _ = load_cifar(CIFAR_DIR, "cifar10", download=False, train=False)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from apot.devices import set_float32_arithmetic
-from conftest import run_in_process
+from helpers import run_in_process
 
 NEW_API = hasattr(torch.backends.cudnn, "conv")
 
