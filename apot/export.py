@@ -1,4 +1,4 @@
-"""Integer export of APoT-quantized ResNets and their shift-and-add inference, for both variants.
+"""The export command line of both variants: integer export, shift-and-add inference, ONNX.
 
 `CIFAR/export.py` and `ImageNet/export.py` are the command lines; each passes a `Variant` (its
 models, its quantized conv class and its test data) to `main`:
@@ -8,47 +8,30 @@ models, its quantized conv class and its test data) to `main`:
     python CIFAR/export.py onnx CKPT --bit 4 [-a res20] [--out model.onnx] [--convs C]
     python CIFAR/export.py ort model.onnx --data DIR [--compare CKPT [--float64]] [--limit N]
 
-(`onnx` and `ort` are apot/onnx_export.py's graph, written and run by ONNX Runtime:
-docs/onnx.md.)
-
-`export` reads a quantized checkpoint (ours, or the authors' with --bit), writes one file with,
-per quantized conv, the b-bit weight codes (sign bit and level index, bit-packed), the layer's
-rescale (weight alpha over the weight levels' integer denominator, times the activation alpha
-over the activation levels' denominator; the weight normalisation needs nothing more, as the
-fake-quant model does not multiply the std back) and the activation alpha and level integers;
-and for the rest what inference needs: 9-bit-or-more signed codes and a scale for the 8-bit
-first conv and last fc, BatchNorm, the fc bias. It prints both file sizes and the operation
-counts for one image.
-
-`infer` reads only that file: every quantized conv turns its input into activation codes, takes
-their level integers, and accumulates sum_e (weight-bit-e mask @ activations) << e in int64,
-i.e. additions, subtractions and shifts, then rescales once. BatchNorm, ReLU, pooling, the
-residual adds and the 8-bit first/last layers stay in float. With --compare it also runs the
-float fake-quant model of the checkpoint and reports how often the predictions agree; with
---float64 also its float64_twin, a reference that float32 rounding does not move.
+`export` reads a quantized checkpoint (ours, or the authors' with --bit) and writes the integer
+model's file (apot/intmodel.py), printing both file sizes and the operation counts for one
+image (apot/opcount.py). `infer` runs that file alone with integer shifts and adds. `onnx`
+writes apot/onnx_export.py's graph and `ort` runs it with ONNX Runtime (docs/onnx.md). With
+--compare, `infer` and `ort` also run the float fake-quant model of the checkpoint and report
+how often the predictions agree; with --float64 also its float64 twin, a reference that float32
+rounding does not move (apot/compare.py).
 """
-import copy
-import math
 import os
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn as nn
-from tqdm import tqdm
 
 from apot.checkpoint import (atomic_save, atomic_write, load_checkpoint, load_weights,
                              strip_module_prefix)
 from apot.cli import ArgumentParser, cli_main
-from apot.eightbit import codes_8bit, first_conv, last_fc
+from apot.compare import compare
 from apot.errors import UserError
-from apot.intmath import (int_conv2d, integer_terms, pack_codes, split_weight_codes,
-                          unpack_codes, weight_codes)
+from apot.intmodel import build_int_model, export_model, load_export, modules_of_type
 from apot.levels import QUANTS, SUPPORTED_BITS
 from apot.onnx_export import CONVS, ort_session, to_onnx
-from apot.projection import compilation, project_index
-
-FORMAT = "apot-int-v1"
+from apot.opcount import cost_report, print_cost
+from apot.projection import compilation
 
 
 @dataclass
@@ -64,42 +47,7 @@ class Variant:
     resizable: bool = False  # the models take other sizes: --image-size is offered
 
 
-# --- export -------------------------------------------------------------------------------------
 
-def export_conv(conv):
-    """One quantized conv's codes and constants."""
-    t = integer_terms(conv)
-    index, bit = t["index"], t["bit"]
-    codes = weight_codes(t["negative"], index, bit) * (index > 0)  # zero carries no sign
-    return {"shape": list(t["x"].shape), "stride": conv.stride[0], "padding": conv.padding[0],
-            "bit": bit, "codes": pack_codes(codes.numpy(), bit),
-            "w_level_ints": t["w_ints"], "a_level_ints": t["a_ints"], "a_alpha": t["a_alpha"],
-            "a_mids": t["a_mids"].clone(), "scale": t["scale"]}
-
-
-EIGHTBIT = (first_conv, last_fc)  # the layers every model keeps at 8 bits
-
-
-def modules_of_type(model, types):
-    """{name: module} of the model's modules that are instances of types, in module order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, types)}
-
-
-def export_model(model, meta, conv_type):
-    quant = modules_of_type(model, conv_type)
-    if not quant:
-        raise UserError("the checkpoint has no quantized convs (a 32-bit model): nothing to export")
-    eightbit = modules_of_type(model, EIGHTBIT)
-    prefixes, codes_instead = tuple(f"{n}." for n in quant), {f"{n}.weight" for n in eightbit}
-    rest = {k: v for k, v in model.state_dict().items()
-            if not k.startswith(prefixes) and k not in codes_instead}
-    out = {"format": FORMAT, **meta, "layers": {n: export_conv(m) for n, m in quant.items()},
-           "float": rest}
-    for name, layer in eightbit.items():
-        # int16: the signed-max scale puts codes below -127
-        codes, m = codes_8bit(layer.weight)
-        out[name] = {"codes": codes.to(torch.int16), "scale": (m / 127).item()}
-    return out
 
 
 def load_quantized_model(path, variant, arch, bit, quant):
@@ -123,117 +71,7 @@ def load_quantized_model(path, variant, arch, bit, quant):
     return model.eval(), dict(arch=arch, bit=bit, quant=quant, num_classes=num_classes)
 
 
-# --- integer inference --------------------------------------------------------------------------
 
-class IntConv(nn.Module):
-    """A quantized conv computed from the exported codes with integer shifts and adds."""
-
-    def __init__(self, layer):
-        super().__init__()
-        o, c, k, _ = layer["shape"]
-        codes = unpack_codes(layer["codes"], layer["bit"], o * c * k * k).view(o, c, k, k)
-        sign, index = split_weight_codes(codes, layer["bit"])
-        self.w_sign, self.w_int = sign, layer["w_level_ints"][index]
-        self.a_ints, self.a_mids = layer["a_level_ints"], layer["a_mids"]
-        self.a_alpha, self.scale = layer["a_alpha"], layer["scale"]
-        self.stride, self.padding = layer["stride"], layer["padding"]
-        self.ops = None
-
-    def activation_codes(self, x):
-        return project_index((x / self.a_alpha).clamp(max=1), self.a_mids)
-
-    def forward(self, x):
-        a_int = self.a_ints[self.activation_codes(x)]
-        acc, self.ops = int_conv2d(a_int, self.w_sign, self.w_int, self.stride, self.padding)
-        return acc.to(torch.float32) * self.scale
-
-
-def load_export(path, variant):
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot read {path}: {type(e).__name__}") from e
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise UserError(f"{path} is not an exported APoT model ({FORMAT})")
-    if blob["arch"] not in variant.archs:
-        raise UserError(f"{path} holds a {blob['arch']} model, not one of {variant.name}'s")
-    return blob
-
-
-def plain_copy(layer):
-    """A float nn.Conv2d / nn.Linear of the same geometry as an 8-bit layer."""
-    if isinstance(layer, nn.Conv2d):
-        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                         layer.padding, bias=layer.bias is not None)
-    return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-
-
-def set_submodule(model, name, module):
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
-def build_int_model(blob, variant):
-    """The network of the exported file: the float skeleton with its quantized convs replaced."""
-    model = variant.archs[blob["arch"]](bit=blob["bit"], num_classes=blob["num_classes"],
-                                        quant=blob["quant"])
-    for name, layer in blob["layers"].items():
-        set_submodule(model, name, IntConv(layer))
-    eightbit = {name: plain_copy(layer) for name, layer in modules_of_type(model, EIGHTBIT).items()}
-    for name, layer in eightbit.items():
-        set_submodule(model, name, layer)
-    model.load_state_dict(blob["float"], strict=False)
-    with torch.no_grad():
-        for name, layer in eightbit.items():
-            layer.weight.copy_(blob[name]["codes"].float() * blob[name]["scale"])
-    return model.eval()
-
-
-# --- cost report --------------------------------------------------------------------------------
-
-def cost_report(int_model, image_size):
-    """Per layer, for one image: float multiplications vs the integer path's shifts/adds."""
-    rows = []
-    hooks = []
-
-    def record(name):
-        def hook(module, inputs, output):
-            if isinstance(module, IntConv):
-                o, c, k = module.w_int.shape[0], module.w_int.shape[1], module.w_int.shape[2]
-                mults = output.shape[2] * output.shape[3] * o * c * k * k
-                rows.append((name, mults, module.ops["shifts"], module.ops["adds"], 0))
-            else:
-                w = module.weight
-                per_out = w[0].numel()
-                positions = output[0].numel() // w.shape[0]
-                n = positions * w.shape[0] * per_out
-                rows.append((name + " (8-bit)", n, 0, 0, n))
-        return hook
-
-    for name, m in int_model.named_modules():
-        if isinstance(m, (IntConv, nn.Conv2d, nn.Linear)):
-            hooks.append(m.register_forward_hook(record(name)))
-    with torch.no_grad():
-        int_model(torch.zeros(1, 3, image_size, image_size))
-    for h in hooks:
-        h.remove()
-    return rows
-
-
-def print_cost(rows, image_size):
-    print(f"operations for one {image_size}x{image_size} image:")
-    print(f"{'layer':28s} {'float mults':>12s} {'APoT shifts':>12s} {'APoT adds':>12s} "
-          f"{'8-bit mults':>12s}")
-    for name, mults, shifts, adds, m8 in rows:
-        print(f"{name:28s} {mults:12,d} {shifts:12,d} {adds:12,d} {m8:12,d}")
-    tot = [sum(r[i] for r in rows) for i in range(1, 5)]
-    print(f"{'total':28s} {tot[0]:12,d} {tot[1]:12,d} {tot[2]:12,d} {tot[3]:12,d}")
-    q = sum(r[1] for r in rows if r[4] == 0)
-    print(f"quantized convs: {q:,d} float multiplications become {tot[1]:,d} shifts and "
-          f"{tot[2]:,d} additions; the 8-bit first/last layers keep {tot[3]:,d} multiplications")
-
-
-# --- commands -----------------------------------------------------------------------------------
 
 def default_out(checkpoint, suffix=".apot"):
     """model_best.pth.tar -> model_best.apot (or another suffix), beside it."""
@@ -269,53 +107,6 @@ def cmd_infer(args, variant):
             blob["num_classes"])
 
 
-@torch.no_grad()
-def float64_twin(model):
-    """The fake-quant model in float64, holding the quantized weights its float32 quantizers
-    give. Float32 rounding in the fake-quant convolutions moves a few activations across a
-    level midpoint, differently on each machine (it depends on the summation order); in float64
-    those flips all but vanish, so the twin is the reference no machine moves. The weights stay
-    as float32 chose them: a latent weight exactly on a midpoint in float32 (our 2-bit ResNet-20
-    has one) takes the other level in float64, which would be another model, not the same one
-    computed more exactly."""
-    twin = copy.deepcopy(model)
-    weights = {name: m.quantized_weight() for name, m in twin.named_modules()
-               if hasattr(m, "quantized_weight")}
-    twin.double()
-    for name, w in weights.items():
-        twin.get_submodule(name).quantized_weight = lambda w=w.double(): w
-    return twin
-
-
-@torch.no_grad()
-def compare(predict, float_model, name, args, variant, num_classes):
-    """Top-1 of predict (images -> logits) on the test images, and with a float model, its
-    top-1 and how many predictions agree; with args.float64, the same for its float64_twin."""
-    if args.float64 and float_model is None:
-        raise UserError("--float64 runs the --compare model in float64: give --compare CKPT")
-    refs = {}  # line label -> (fake-quant model, dtype)
-    if float_model is not None:
-        refs["float"] = (float_model, torch.float32)
-        if args.float64:
-            refs["float64"] = (float64_twin(float_model), torch.float64)
-    n, batches = variant.eval_batches(args, num_classes)
-    ok = float_agree = 0
-    ref_ok, agree = dict.fromkeys(refs, 0), dict.fromkeys(refs, 0)
-    for images, target in tqdm(batches, total=math.ceil(n / args.batch),
-                               disable=args.no_progress):
-        pred = predict(images).argmax(1)
-        ok += (pred == target).sum().item()
-        ref_preds = {key: model(images.to(dtype)).argmax(1) for key, (model, dtype) in refs.items()}
-        for key, ref_pred in ref_preds.items():
-            ref_ok[key] += (ref_pred == target).sum().item()
-            agree[key] += (ref_pred == pred).sum().item()
-        if args.float64:
-            float_agree += (ref_preds["float"] == ref_preds["float64"]).sum().item()
-    print(f"{name}: top-1 {100 * ok / n:.2f} on {n} test images")
-    for key in refs:
-        print(f"{key} fake-quant model: top-1 {100 * ref_ok[key] / n:.2f}; predictions agree on "
-              f"{agree[key]} of {n} ({100 * agree[key] / n:.2f}%)"
-              + (f", with the float model's on {float_agree}" if key == "float64" else ""))
 
 
 def cmd_onnx(args, variant):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from apot.errors import UserError
-from apot.export import IntConv, export_conv
 from apot.intmath import int_conv2d, pack_codes, split_weight_codes, unpack_codes, weight_codes
+from apot.intmodel import IntConv, export_conv
 from apot.levels import QUANTS, level_integers, level_set, weight_level_integers, weight_levels
 from CIFAR.export import main as EXPORT
 from CIFAR.quant_layer import QuantConv2d
@@ -179,7 +179,7 @@ class BigOffset(torch.nn.Module):
 def test_compare_runs_the_float_model_in_float32_and_float64(capsys):
     from types import SimpleNamespace
 
-    from apot.export import compare
+    from apot.compare import compare
     images = torch.tensor([0.3, 0.3, 0.1, 16.0]).view(4, 1, 1, 1)
     target = torch.tensor([0, 0, 1, 0])  # what exact arithmetic predicts
     variant = SimpleNamespace(eval_batches=lambda args, num_classes: (4, iter(
@@ -221,7 +221,7 @@ def test_float64_twin_holds_the_weights_float32_quantizes():
     import torch.nn.functional as F
 
     from apot.eightbit import first_conv
-    from apot.export import float64_twin
+    from apot.compare import float64_twin
     torch.manual_seed(0)
     model = torch.nn.Sequential(first_conv(3, 8, 3, padding=1, bias=False),
                                 QuantConv2d(8, 8, 3, padding=1, bit=2)).eval()

@@ -17,8 +17,9 @@ import argparse
 import torch
 
 from apot.cli import ArgumentParser, cli_main, positive_int
-from apot.export import load_quantized_model, modules_of_type
+from apot.export import load_quantized_model
 from apot.intmath import integer_terms
+from apot.intmodel import modules_of_type
 from apot.levels import SUPPORTED_BITS, weight_levels
 from apot.projection import compilation
 from CIFAR.export import VARIANT
