@@ -476,14 +476,14 @@ def test_the_docs_export_tables_are_the_committed_logs():
 
 
 @pytest.mark.slow
-def test_res20_models_lists_the_authors_and_our_finished_stages_or_only_the_named(tmp_path):
+def test_export_checks_list_the_authors_and_our_finished_stages_or_only_the_named(tmp_path):
     def bash(script, *args):
         return subprocess.run(["bash", script, *args], cwd=ROOT,
                               env=dict(os.environ, APOT_DATA=str(tmp_path)),
                               capture_output=True, text=True, timeout=120)
 
     def models(*names):
-        return bash("result/res20_models.sh", *names)
+        return bash("tools/export_checks.sh", "models", *names)
     official = tmp_path / "apot-official-res20"
     every = models().stdout.splitlines()
     assert every[:3] == [f"authors_{b}bit {official}/res20_{b}bit.pth.tar {b}" for b in (4, 3, 2)]
@@ -495,11 +495,13 @@ def test_res20_models_lists_the_authors_and_our_finished_stages_or_only_the_name
     assert named.stdout.splitlines() == [every[2], every[0]] and named.returncode == 0
     for bad in ("ours_5bit", "authors_.*", "authors_2bit authors_3bit"):
         proc = models("authors_3bit", bad)
-        assert_one_line_error(proc, rf"^error: no model named '{re.escape(bad)}' in res20_models")
+        assert_one_line_error(proc, rf"^error: no model named '{re.escape(bad)}' in the export")
         assert proc.stdout == ""
     # a bad name stops the export scripts before they run or rewrite anything
-    proc = bash("result/onnx_res20/run.sh", "ours_5bit")
-    assert_one_line_error(proc, r"^error: no model named 'ours_5bit'")
+    for command in ("integer", "onnx"):
+        proc = bash("tools/export_checks.sh", command, "ours_5bit")
+        assert_one_line_error(proc, r"^error: no model named 'ours_5bit'")
+    assert_one_line_error(bash("tools/export_checks.sh", "float"), r"^error: usage: ")
 
 
 def test_the_readme_layout_table_names_every_module():
@@ -516,3 +518,11 @@ def test_the_readme_layout_table_names_every_module():
     for path in sorted((ROOT / "ImageNet").iterdir()):
         if path.suffix in (".py", ".sh") and path.name != "__init__.py":
             assert f"`{path.name}`" in imagenet, path
+
+
+def test_result_holds_data_only():
+    """result/ holds runs and the logs and figures of our checks; the scripts that make them
+    live in tools/ (or are named by commit in the check's README)."""
+    scripts = [p.relative_to(ROOT) for p in (ROOT / "result").rglob("*")
+               if p.suffix in (".py", ".sh")]
+    assert scripts == []

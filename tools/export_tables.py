@@ -1,10 +1,10 @@
 """The integer-export and ONNX tables of docs/export.md and docs/onnx.md, read from the logs
-that result/int_res20/run.sh and result/onnx_res20/run.sh write.
+that `tools/export_checks.sh integer` and `onnx` write (result/int_res20/, result/onnx_res20/).
 
     python tools/export_tables.py [--logs result] [--docs docs]
     python tools/export_tables.py --update    # rewrites only the two docs' marked blocks
 
-One row per model those scripts ran (result/res20_models.sh: the authors' 4/3/2-bit
+One row per model those checks ran (`export_checks.sh models`: the authors' 4/3/2-bit
 checkpoints, then each of our finished stages): the file's size beside the float checkpoint's,
 top-1 of the integer model (our .apot path, or ONNX Runtime: the exact graph and the ConvInteger
 one) and of the float fake-quant model in float32 and in float64, and how many predictions

@@ -4,7 +4,10 @@ the first --images CIFAR-10 test images; prints, against the same graph with eve
 off, the largest logit difference, how many images' logits differ at all and how many
 predictions differ.
 
-    python result/onnx_res20/optimizer_levels.py CKPT --bit B [--images 1000] [--data DIR]
+    python tools/onnx_optimizer_levels.py CKPT --bit B [--images 1000] [--data DIR]
+
+(the log of the authors' 4-bit model: result/onnx_res20/optimizer_levels_authors_4bit.txt, made
+when this script was result/onnx_res20/optimizer_levels.py)
 """
 import argparse
 import os
@@ -12,9 +15,9 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from apot.cli import data_root
 from apot.export import load_quantized_model
 from apot.onnx_export import to_onnx
-from apot.training import data_root
 from CIFAR.data import Normalize, load_cifar
 from CIFAR.export import VARIANT
 from CIFAR.quant_layer import QuantConv2d

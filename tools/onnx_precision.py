@@ -1,10 +1,13 @@
 """Where the ONNX model and the float fake-quant model disagree, which one is off? Runs one
 checkpoint's fake-quant model in float32, its float64 twin (the weights float32 quantizes, the
-rest in float64: apot.export.float64_twin), the model with every weight quantized again in
+rest in float64: apot.compare.float64_twin), the model with every weight quantized again in
 float64 too, and its ONNX export under ONNX Runtime, on the whole CIFAR-10 test set; prints
 top-1, the pairwise prediction agreement and how many weight codes float64 quantizes otherwise.
 
-    python result/onnx_res20/precision_check.py CKPT --bit B [--data $APOT_DATA/cifar10]
+    python tools/onnx_precision.py CKPT --bit B [--data $APOT_DATA/cifar10]
+
+(logs: result/onnx_res20/precision_<model>.txt, made when this script was
+result/onnx_res20/precision_check.py)
 """
 import argparse
 import copy
@@ -14,10 +17,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from apot.export import float64_twin, load_quantized_model
+from apot.cli import data_root
+from apot.compare import float64_twin
+from apot.export import load_quantized_model
 from apot.intmath import integer_terms
 from apot.onnx_export import to_onnx
-from apot.training import data_root
 from CIFAR.data import Normalize, load_cifar
 from CIFAR.export import VARIANT
 from CIFAR.quant_layer import QuantConv2d
@@ -41,7 +45,8 @@ def main():
     moved = sum((signed_index(a) != signed_index(b)).sum().item() for a, b in convs)
     print(f"weight codes float64 quantizes otherwise: {moved} of "
           f"{sum(a.weight.numel() for a, _ in convs)}")
-    models = {"float32": (model, torch.float32), "float64 twin": (float64_twin(model), torch.float64),
+    models = {"float32": (model, torch.float32),
+              "float64 twin": (float64_twin(model), torch.float64),
               "float64 requantized": (requantized, torch.float64)}
     session = ort.InferenceSession(to_onnx(model, QuantConv2d, 32).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
