@@ -120,7 +120,7 @@ def test_plot_curves_picks_up_every_stage(tmp_path):
 
 def test_plot_curves_zooms_on_the_last_lr_phase_of_the_stage_length(tmp_path):
     from tools.plot_curves import plot
-    from tools.results_table import find_runs
+    from tools.runs import find_runs
     write_logs(tmp_path, {32: [(90.0 + e / 10, 1) for e in range(300)], 4: [(89.0, 1)] * 5})
     runs = find_runs(tmp_path, "res20")
     zoom = plot(runs, "res20", tmp_path / "a.png", epochs=300).axes[1]
@@ -143,7 +143,8 @@ def write_logs(folder, logs, arch="res20"):
 
 
 def test_results_table_is_computed_from_the_logs(tmp_path):
-    from tools.results_table import find_runs, last_phase_spread, table
+    from tools.results_table import last_phase_spread, table
+    from tools.runs import find_runs
     write_logs(tmp_path, {32: [(90.0, 60), (91.5, 70), (91.2, 80)],
                           4: [(91.0, 100), (91.4, 90), (91.4, 110)], 3: [(88.0, 100)]})
     lines = table(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines()
@@ -167,7 +168,8 @@ def test_results_table_is_computed_from_the_logs(tmp_path):
 
 
 def test_gaps_compare_each_finished_stage_with_its_mean_and_the_references(tmp_path):
-    from tools.results_table import find_runs, gaps
+    from tools.results_table import gaps
+    from tools.runs import find_runs
     # last phase = epochs 1-3, three values m - d, m, m + d: mean m, sample sd d
     write_logs(tmp_path, {32: [(90.0, 1), (92.6, 1), (92.7, 1), (92.8, 1)],
                           4: [(91.0, 1), (92.35, 1), (92.6, 1), (92.85, 1)], 3: [(88.0, 1)]})
@@ -197,7 +199,8 @@ def test_gaps_compare_each_finished_stage_with_its_mean_and_the_references(tmp_p
 
 def test_a_short_stage_ends_in_the_lr_phase_its_schedule_reaches(tmp_path):
     from CIFAR.main import LR_STEPS
-    from tools.results_table import last_phase_start, main
+    from tools.results_table import main
+    from tools.runs import last_phase_start
     for epochs in (1, 2, 150, 151, 152, 200, 225, 226, 227, 300):
         # the first epoch trained at the lr the schedule ends with, from the scheduler itself
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -526,3 +529,25 @@ def test_result_holds_data_only():
     scripts = [p.relative_to(ROOT) for p in (ROOT / "result").rglob("*")
                if p.suffix in (".py", ".sh")]
     assert scripts == []
+
+
+def test_reference_numbers_come_from_the_method_docs_table(tmp_path):
+    """docs/method.md's CIFAR-10 table is where the references are typed; the results table
+    reads them from there (each row's cells as written), and a table missing a source is an
+    error, not a blank column."""
+    from tools.references import SOURCES, cifar10_references
+    rows = [f"| {net} | {source} | {a}.{i}1 | {a}.{i}2 | {a}.{i}3 | {a}.{i}4 |"
+            for a, net in ((20, "ResNet-20"), (56, "ResNet-56"))
+            for i, source in enumerate(SOURCES)]
+    doc = tmp_path / "method.md"
+    doc.write_text("CIFAR-10:\n\n| model | source | FP32 | 4-bit | 3-bit | 2-bit |\n|---|---|\n"
+                   + "\n".join(rows) + "\n| ResNet-18, paper | 1 | 2 | 3 | 4 |\n")
+    refs = cifar10_references(doc)
+    assert refs["res20"] == {32: ("20.01", "20.11", "20.21"), 4: ("20.02", "20.12", "20.22"),
+                             3: ("20.03", "20.13", "20.23"), 2: ("20.04", "20.14", "20.24")}
+    assert refs["res56"][2] == ("56.04", "56.14", "56.24")
+    doc.write_text("\n".join(r for r in rows if "56 | paper" not in r))
+    with pytest.raises(SystemExit, match="no ResNet-56 row for paper"):
+        cifar10_references(doc)
+    real = cifar10_references()  # the docs' own table has every cell, each a number
+    assert all(float(v) > 0 for r in real.values() for bit in (32, 4, 3, 2) for v in r[bit])

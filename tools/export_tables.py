@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from tools.results_table import update_block
+from tools.docblock import update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 WHO = {"authors": "authors'", "ours": "our"}

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from apot.checkpoint import load_checkpoint, strip_module_prefix  # noqa: E402
 from apot.cli import data_root  # noqa: E402
 from apot.runfolder import stage_name  # noqa: E402
-from tools.results_table import add_run_arguments, check_folder  # noqa: E402
+from tools.runs import add_run_arguments, check_folder  # noqa: E402
 
 BITS = (4, 3, 2)
 ACT, WGT = ".act_alpha", ".weight_quant.wgt_alpha"

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apot.runfolder import stage_name  # noqa: E402
-from tools.results_table import add_run_arguments, last_phase_start, load_runs  # noqa: E402
+from tools.runs import add_run_arguments, last_phase_start, load_runs  # noqa: E402
 
 
 def plot(runs, arch, out, epochs):

@@ -28,63 +28,15 @@ FP32 compares with the references' drops, the gap to each split into its FP32 pa
 stage's own part: the arithmetic of docs/reproduction.md's "where we differ", done once.
 """
 import argparse
-import csv
 import json
-import re
 import statistics
 from pathlib import Path
 
-from apot.checkpoint import atomic_write
-from apot.cli import positive_int
 from apot.runfolder import stage_name
-from CIFAR.main import LR_STEPS
-
-STAGES = (32, 4, 3, 2)
-REFERENCES = {  # CIFAR-10, as docs/method.md lists them: {bit: (paper, README, rerun)}
-    "res20": {32: ("91.6", "92.96", "92.90"), 4: ("92.3", "92.45", "92.56"),
-              3: ("92.2", "92.49", "92.53"), 2: ("91.0", "90.96", "91.02")},
-    "res56": {32: ("93.2", "94.46", "93.94"), 4: ("94.0", "93.93", "93.85"),
-              3: ("93.9", "93.77", "93.46"), 2: ("92.9", "93.05", "92.75")},
-}
-
-
-def find_runs(results, arch):
-    """{bit: log.csv rows} of every RESULTS/<arch>_<bit>bit run folder with a non-empty log,
-    highest bit-width first."""
-    runs = {}
-    for log in Path(results).glob(f"{arch}_*bit/log.csv"):
-        bit = int(re.fullmatch(rf"{arch}_(\d+)bit", log.parent.name).group(1))
-        rows = list(csv.DictReader(open(log)))
-        if rows:
-            runs[bit] = rows
-    return dict(sorted(runs.items(), reverse=True))
-
-
-def add_run_arguments(p):
-    """--results, --arch and --epochs: where the run folders are, whose, and how long a stage is
-    (the table's and figures')."""
-    p.add_argument("--results", default="result/reference",
-                   help="the folder of the run folders (default: our reference runs)")
-    p.add_argument("--arch", default="res20")
-    p.add_argument("--epochs", default=300, type=positive_int, help="epochs of a finished stage")
-
-
-def check_folder(flag, path):
-    """A mistyped folder would otherwise give a table or figure without its runs, silently."""
-    if not Path(path).is_dir():
-        raise SystemExit(f"error: {flag} {path} is not a folder")
-
-
-def load_runs(args):
-    """find_runs of --results and --arch, refusing a log longer than --epochs: its last phase
-    and final epoch would not be the ones the table and figures name."""
-    check_folder("--results", args.results)
-    runs = find_runs(args.results, args.arch)
-    for bit, rows in runs.items():
-        if len(rows) > args.epochs:
-            raise SystemExit(f"error: {Path(args.results) / f'{args.arch}_{bit}bit'}/log.csv has "
-                             f"{len(rows)} epochs, more than --epochs {args.epochs}")
-    return runs
+from tools.docblock import update_block
+from tools.references import cifar10_references
+from tools.runs import (STAGES, add_run_arguments, best_accuracy, finished_runs, last_phase,
+                        last_phase_start, load_runs, phase_stats)
 
 
 COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase mean (sd)",
@@ -99,29 +51,6 @@ def markers(arch):
 
 
 BEGIN, END = markers("res20")
-
-
-def finished_runs(runs, epochs):
-    """The runs whose log has all `epochs` epochs."""
-    return {bit: rows for bit, rows in runs.items() if len(rows) >= epochs}
-
-
-def last_phase_start(epochs):
-    """The first epoch of the last lr phase of an `epochs`-epoch stage."""
-    return max(step for step in (0, *LR_STEPS) if step < epochs)
-
-
-def last_phase(rows, start):
-    return [float(r["test_acc"]) for r in rows if int(r["epoch"]) >= start]
-
-
-def phase_stats(acc):
-    """Mean and sample sd of a phase's test accuracies (sd nan for one epoch)."""
-    return statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else float("nan")
-
-
-def best_accuracy(rows):
-    return max(float(r["test_acc"]) for r in rows)
 
 
 def stage_cells(rows, epochs, fp32, start):
@@ -141,10 +70,12 @@ def stage_cells(rows, epochs, fp32, start):
 
 
 def references(arch):
-    if arch not in REFERENCES:
+    """{bit: (paper, README, rerun)} of docs/method.md for arch."""
+    refs = cifar10_references()
+    if arch not in refs:
         raise SystemExit(f"error: no reference numbers for --arch {arch}: the paper's CIFAR-10 "
-                         f"table has {' and '.join(REFERENCES)}")
-    return REFERENCES[arch]
+                         f"table has {' and '.join(refs)}")
+    return refs[arch]
 
 
 def reference_cells(bit, refs):
@@ -167,7 +98,9 @@ def setup_line(results, arch, bits):
     return "Set-up (args.json): " + "; ".join(f"{stage_name(b)} {s}" for b, s in setups.items())
 
 
-def table(runs, epochs, start, refs=REFERENCES["res20"]):
+def table(runs, epochs, start, refs=None):
+    """The markdown table: our stages beside refs (default: ResNet-20's)."""
+    refs = refs or references("res20")
     fp32 = finished_runs(runs, epochs).get(32)
     fp32_stats = (best_accuracy(fp32), phase_stats(last_phase(fp32, start))[0]) if fp32 else None
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -177,19 +110,6 @@ def table(runs, epochs, start, refs=REFERENCES["res20"]):
         lines.append("| " + " | ".join((stage_name(bit), *ours, *reference_cells(bit, refs)))
                      + " |")
     return "\n".join(lines)
-
-
-def update_block(path, text, begin=BEGIN, end=END):
-    """Replace what lies between the begin and end marker lines of the file at path (and
-    nothing else) with text, atomically."""
-    with open(path) as f:
-        doc = f.read()
-    if doc.count(begin) != 1 or doc.count(end) != 1 or doc.index(begin) > doc.index(end):
-        raise SystemExit(f"error: {path} needs exactly one '{begin}' line followed by one "
-                         f"'{end}' line around the generated table")
-    head, rest = doc.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write(path, lambda f: f.write(f"{head}{begin}\n{text}\n{end}{tail}"), text=True)
 
 
 def last_phase_spread(runs, epochs, start):
@@ -229,8 +149,9 @@ def stage_gaps(bit, rows, start, fp32_best, refs):
             f"{name} {best - ref:+.2f})" for who, _, ref, ref32 in refs)]
 
 
-def gaps(runs, epochs, start, refs=REFERENCES["res20"]):
-    """The --gaps lines of every finished stage."""
+def gaps(runs, epochs, start, refs=None):
+    """The --gaps lines of every finished stage, against refs (default: ResNet-20's)."""
+    refs = refs or references("res20")
     finished = finished_runs(runs, epochs)
     fp32_best = best_accuracy(finished[32]) if 32 in finished else None
     return "\n".join(line for bit in STAGES if bit in finished
