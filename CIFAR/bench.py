@@ -23,7 +23,6 @@ channels_last (main.py --no-channels-last / --channels-last), all interleaved.
 """
 import argparse
 import statistics
-import time
 from functools import partial
 
 import torch
@@ -32,6 +31,7 @@ from apot.devices import RunContext, set_float32_arithmetic
 from apot.levels import SUPPORTED_BITS, activation_levels
 from apot.projection import maybe_compile, midpoints, project
 from apot.runfolder import stage_name
+from apot.timing import interleaved_medians, seconds
 from apot.training import memory_format
 from CIFAR.data import DataError, Normalize, load_cifar, train_batches
 from CIFAR.main import (build_model, compile_whole, evaluate, get_args_parser, make_optimizer,
@@ -59,20 +59,6 @@ def make_trainer(args, device):
     return net, torch.nn.CrossEntropyLoss(), make_optimizer(model, args)
 
 
-def sync(device):
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds(fn, reps=1, device=None):
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    sync(device)
-    return (time.perf_counter() - start) / reps
-
-
 def allow_recompiles(models):
     """Each compiled quantizer function compiles once per bit-width and memory format: with
     several models in one process, past dynamo's default limit (8) later models would run
@@ -93,14 +79,9 @@ def interleaved_step_times(runs, steps, batch, device):
     trainers = {key: (make_trainer(args, device),
                       Normalize("cifar10", device, memory_format(args))(images))
                 for key, args in runs.items()}
-    for trainer, x in trainers.values():  # warm-up, compilation included
-        for _ in range(3):
-            train_step(*trainer, x, target)
-    times = {key: [] for key in runs}
-    for _ in range(steps):
-        for key, (trainer, x) in trainers.items():
-            times[key].append(seconds(partial(train_step, *trainer, x, target), device=device))
-    return {key: statistics.median(t) for key, t in times.items()}
+    calls = {key: partial(train_step, *trainer, x, target)
+             for key, (trainer, x) in trainers.items()}
+    return interleaved_medians(calls, steps, device, warmup=3)
 
 
 def step_times(arch, bit, steps, batch, device, extra):

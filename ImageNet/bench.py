@@ -7,14 +7,14 @@ interleaved, median of each; on the GPU when one is present (add --amp --channel
 training run would), in IEEE FP32 unless --tf32, as main.py.
 """
 import argparse
-import statistics
-import time
+from functools import partial
 
 import torch
 
 from apot.devices import set_float32_arithmetic
 from apot.levels import SUPPORTED_BITS
 from apot.runfolder import stage_name
+from apot.timing import interleaved_medians
 from ImageNet.data import IMAGE_SIZE
 from ImageNet.main import build_model, get_args_parser
 
@@ -50,19 +50,10 @@ def main(argv=None):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
-    times = {b: [] for b in trainers}
-    for i in range(args.steps + 2):  # two warm-up rounds, compilation included
-        for b in trainers:
-            start = time.perf_counter()
-            step(b)
-            if i >= 2:
-                times[b].append(time.perf_counter() - start)
+    med = interleaved_medians({b: partial(step, b) for b in trainers}, args.steps, device)
     name = (f"{torch.cuda.get_device_name()} ({arithmetic})"
             if device.type == "cuda" else "CPU")
-    med = {b: statistics.median(t) for b, t in times.items()}
     print(f"{args.arch}, batch {args.batch}, {IMAGE_SIZE}x{IMAGE_SIZE}, {name}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for b, t in med.items():

@@ -95,9 +95,11 @@ def to_device(images, target, device, channels_last):
     return images, target.to(device, non_blocking=True)
 
 
-def train_one_epoch(net, criterion, optimizer, scheduler, scaler, data, epoch, ctx, args):
-    """(mean loss, top-1, top-5) over the epoch; the sums stay on the device, read every
-    NAN_CHECK_EVERY steps for the non-finite check."""
+def train_one_epoch(net, criterion, parts, data, epoch, ctx, args):
+    """(mean loss, top-1, top-5) over the epoch, stepping parts' optimizer, per-iteration
+    schedule and loss scaler; the sums stay on the device, read every NAN_CHECK_EVERY steps for
+    the non-finite check."""
+    optimizer, scheduler, scaler = parts.optimizer, parts.scheduler, parts.scaler
     net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     hits = torch.zeros(2, dtype=torch.int64, device=ctx.device)  # top-1, top-5
@@ -203,8 +205,7 @@ def run(args):
 
     def train_epoch(epoch):
         train_data.sampler.set_epoch(epoch)
-        loss, acc, _ = train_one_epoch(net, criterion, optimizer, scheduler, scaler, train_data,
-                                       epoch, ctx, args)
+        loss, acc, _ = train_one_epoch(net, criterion, parts, train_data, epoch, ctx, args)
         return dict(train_loss=loss, train_acc=acc)
 
     def test_epoch():

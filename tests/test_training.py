@@ -167,3 +167,12 @@ def test_bit_width_checks_say_what_a_model_and_a_quantized_layer_take():
     for bad in (1, 6, 32, "4"):
         with pytest.raises(UnsupportedValue, match="quantized layers take bit in"):
             check_quantized_bit(bad)
+
+
+def test_interleaved_medians_time_every_call_in_turn_after_the_warm_up():
+    from apot.timing import interleaved_medians
+    calls = []
+    medians = interleaved_medians({k: (lambda k=k: calls.append(k)) for k in "ab"}, rounds=3,
+                                  warmup=2)
+    assert calls == list("ab" * 5) and sorted(medians) == ["a", "b"]
+    assert all(t >= 0 for t in medians.values())
