@@ -1,0 +1,456 @@
+"""The reporting tools (tables, figures, level usage, export checks) on small made-up runs, and
+the repository's own layout: the README's module table, result/ holding data only, the
+reference numbers typed once."""
+import os
+import re
+import subprocess
+
+import pytest
+import torch
+
+from helpers import ROOT, assert_one_line_error, run_in_process
+
+
+def png_size(path):
+    """(width, height) from a PNG file's header, which must be one."""
+    import struct
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plot_curves_picks_up_every_stage(tmp_path):
+    from tools.plot_curves import main
+    for bit, n in ((32, 5), (4, 3)):
+        run = tmp_path / f"res20_{bit}bit"
+        run.mkdir()
+        rows = "\n".join(f"{e},0.1,1.0,50.0,1.0,{40 + e},{40 + e},1.0" for e in range(n))
+        (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
+                                     "seconds\n" + rows + "\n")
+    proc = run_in_process(main, "--results", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "FP32 5 epochs, 4-bit 3 epochs" in proc.stdout
+    assert png_size(tmp_path / "res20_curves.png") == (1440, 540)  # 12 x 4.5 inches at 120 dpi
+
+
+def test_plot_curves_zooms_on_the_last_lr_phase_of_the_stage_length(tmp_path):
+    from tools.plot_curves import plot
+    from tools.runs import find_runs
+    write_logs(tmp_path, {32: [(90.0 + e / 10, 1) for e in range(300)], 4: [(89.0, 1)] * 5})
+    runs = find_runs(tmp_path, "res20")
+    zoom = plot(runs, "res20", tmp_path / "a.png", epochs=300).axes[1]
+    assert zoom.get_xlim() == (225, 299) and zoom.get_title() == "last lr phase, epochs 225-299"
+    assert [tuple(line.get_xdata()[[0, -1]]) for line in zoom.lines] == [(225, 299)]  # FP32 only
+    # a 5-epoch smoke chain never reaches a milestone: its whole run is the last phase
+    zoom = plot(runs, "res20", tmp_path / "b.png", epochs=5).axes[1]
+    assert zoom.get_xlim() == (0, 4) and zoom.get_title() == "last lr phase, epochs 0-4"
+    assert [tuple(line.get_xdata()[[0, -1]]) for line in zoom.lines] == [(0, 4), (0, 4)]
+
+
+def write_logs(folder, logs, arch="res20"):
+    """folder/<arch>_<bit>bit/log.csv for each {bit: [(test accuracy, seconds) per epoch]}."""
+    for bit, rows in logs.items():
+        run = folder / f"{arch}_{bit}bit"
+        run.mkdir(parents=True)
+        body = "".join(f"{e},0.1,1.0,50.0,1.0,{acc},0,{sec}\n" for e, (acc, sec) in enumerate(rows))
+        (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
+                                     "seconds\n" + body)
+
+
+def test_results_table_is_computed_from_the_logs(tmp_path):
+    from tools.results_table import last_phase_spread, table
+    from tools.runs import find_runs
+    write_logs(tmp_path, {32: [(90.0, 60), (91.5, 70), (91.2, 80)],
+                          4: [(91.0, 100), (91.4, 90), (91.4, 110)], 3: [(88.0, 100)]})
+    lines = table(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines()
+    # last phase = epochs 1-2: FP32 91.5, 91.2 (mean 91.35, sample sd 0.212); 4-bit 91.4, 91.4
+    assert lines[2] == ("| FP32 | 3/3 | 91.50 (1) | 91.20 | 91.35 (0.21) |  |  | 70 | 91.6 | "
+                        "92.96 | 92.90 |")
+    # best at its first epoch (model_best is replaced only on a strictly higher accuracy);
+    # drops 91.50 - 91.40 and 91.35 - 91.40; the paper's 91.6 - 92.3
+    assert lines[3] == ("| 4-bit | 3/3 | 91.40 (1) | 91.40 | 91.40 (0.00) | +0.10 | -0.05 | 100 | "
+                        "92.3 (-0.7) | 92.45 | 92.56 |")
+    assert lines[4] == ("| 3-bit | 1/3 | 88.00 (0) | not finished |  |  |  | 100 | 92.2 (-0.6) | "
+                        "92.49 | 92.53 |")
+    assert lines[5] == "| 2-bit | not run yet |  |  |  |  |  |  | 91.0 (+0.6) | 90.96 | 91.02 |"
+    # finished stages only; epochs 1-2: FP32 91.5, 91.2 (sample sd 0.212), 4-bit 91.4, 91.4
+    from tools.results_table import main
+    proc = run_in_process(main, "--results", tmp_path, "--epochs", "3", "--finished", cwd=tmp_path)
+    assert proc.stdout == "32 4\n"  # what the scripts under result/ take as finished models
+    assert last_phase_spread(find_runs(tmp_path, "res20"), epochs=3, start=1).splitlines() == [
+        "FP32, epochs 1-2: test accuracy mean 91.35, sd 0.21, min 91.20, max 91.50",
+        "4-bit, epochs 1-2: test accuracy mean 91.40, sd 0.00, min 91.40, max 91.40"]
+
+
+def test_gaps_compare_each_finished_stage_with_its_mean_and_the_references(tmp_path):
+    from tools.results_table import gaps
+    from tools.runs import find_runs
+    # last phase = epochs 1-3, three values m - d, m, m + d: mean m, sample sd d
+    write_logs(tmp_path, {32: [(90.0, 1), (92.6, 1), (92.7, 1), (92.8, 1)],
+                          4: [(91.0, 1), (92.35, 1), (92.6, 1), (92.85, 1)], 3: [(88.0, 1)]})
+    runs = find_runs(tmp_path, "res20")
+    assert gaps(runs, epochs=4, start=1).splitlines() == [
+        "FP32: best 92.80, last-phase mean 92.70 (sd 0.10): best - mean +0.10 (+1.0 sd)",
+        "FP32: best - reference: the paper 91.6 +1.20 (+12.0 sd), the authors' README 92.96 "
+        "-0.16 (-1.6 sd), the rerun 92.90 -0.10 (-1.0 sd)",
+        "4-bit: best 92.85, last-phase mean 92.60 (sd 0.25): best - mean +0.25 (+1.0 sd)",
+        "4-bit: best - reference: the paper 92.3 +0.55 (+2.2 sd), the authors' README 92.45 "
+        "+0.40 (+1.6 sd), the rerun 92.56 +0.29 (+1.2 sd)",
+        # drops: ours 92.80 - 92.85; the paper's 91.6 - 92.3, the README's 92.96 - 92.45, ...
+        "4-bit: drop of the best from FP32: ours -0.05, the paper's -0.70, the authors' README's "
+        "+0.51, the rerun's +0.34",
+        # e.g. the README: +0.51 - (-0.05) = (92.96 - 92.80) + (92.85 - 92.45)
+        "4-bit: their drop minus ours, split into FP32 (theirs minus ours) and 4-bit (ours minus "
+        "theirs): the paper -0.65 (FP32 -1.20, 4-bit +0.55); the authors' README +0.56 (FP32 "
+        "+0.16, 4-bit +0.40); the rerun +0.39 (FP32 +0.10, 4-bit +0.29)"]
+    # without a finished FP32 stage there is no drop; a flat last phase has no sd to count in
+    (tmp_path / "b").mkdir()
+    write_logs(tmp_path / "b", {32: [(90.0, 1)] * 3, 2: [(80.0, 1)] + [(90.0, 1)] * 3})
+    assert gaps(find_runs(tmp_path / "b", "res20"), epochs=4, start=1).splitlines() == [
+        "2-bit: best 90.00, last-phase mean 90.00 (sd 0.00): best - mean +0.00 (sd is 0)",
+        "2-bit: best - reference: the paper 91.0 -1.00 (sd is 0), the authors' README 90.96 "
+        "-0.96 (sd is 0), the rerun 91.02 -1.02 (sd is 0)"]
+
+
+def test_a_short_stage_ends_in_the_lr_phase_its_schedule_reaches(tmp_path):
+    from CIFAR.main import LR_STEPS
+    from tools.results_table import main
+    from tools.runs import last_phase_start
+    for epochs in (1, 2, 150, 151, 152, 200, 225, 226, 227, 300):
+        # the first epoch trained at the lr the schedule ends with, from the scheduler itself
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=LR_STEPS, gamma=0.1)
+        lrs = []
+        for _ in range(epochs):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert last_phase_start(epochs) == lrs.index(lrs[-1]), epochs
+    # a 3-epoch smoke chain never reaches a milestone: its last phase is all 3 epochs
+    write_logs(tmp_path, {32: [(90.0, 1), (91.0, 1), (92.0, 1)], 4: [(89.0, 1)]})
+    proc = run_in_process(main, "--results", tmp_path, "--epochs", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "| FP32 | 3/3 | 92.00 (2) | 92.00 | 91.00 (1.00) |" in proc.stdout
+    assert ("FP32, epochs 0-2: test accuracy mean 91.00, sd 1.00, min 90.00, max 92.00"
+            in proc.stdout)
+    # one epoch has a mean but no sample sd
+    write_logs(tmp_path / "one", {32: [(92.0, 1)], 4: [(89.0, 1)]})
+    proc = run_in_process(main, "--results", tmp_path / "one", "--epochs", "1", "--gaps",
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[2] == ("4-bit: best 89.00, last-phase mean 89.00 (sd nan): "
+                                           "best - mean +0.00 (sd is nan)")
+
+
+def test_results_table_needs_no_plotting_library():
+    from helpers import run_script
+    proc = run_script("-c", "import sys, tools.results_table; "
+                            "sys.exit('matplotlib' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_update_rewrites_only_the_marked_block(tmp_path):
+    from tools.results_table import BEGIN, END, main
+    run = tmp_path / "res20_32bit"
+    run.mkdir()
+    (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
+                                 "seconds\n0,0.1,1.0,50.0,1.0,42.5,42.5,9.0\n")
+    lookalike = "| 3-bit | `main.py -a ARCH --bit 3` |\n| FP32 | 1/300 | 10.00 (0) |"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{lookalike}\n{BEGIN}\nold table\n{END}\nafter\n{lookalike}\n")
+    proc = run_in_process(main, "--results", tmp_path, "--update", readme, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    before, block, after = text.split(f"{BEGIN}\n")[0], *text.split(f"{BEGIN}\n")[1].split(END)
+    assert before == f"# title\n{lookalike}\n" and after == f"\nafter\n{lookalike}\n"
+    assert "| FP32 | 1/300 | 42.50 (0) | not finished |" in block and "old table" not in block
+    readme.write_text("no markers\n")
+    proc = run_in_process(main, "--results", tmp_path, "--update", readme, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*README\.md needs exactly one")
+    assert readme.read_text() == "no markers\n"
+    readme.write_text(f"{BEGIN}\nkept\n{END}\n")
+    proc = run_in_process(main, "--results", tmp_path / "reslut", "--update", readme, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --results .*reslut is not a folder$")
+    assert readme.read_text() == f"{BEGIN}\nkept\n{END}\n"
+
+
+def test_each_architecture_has_its_references_block_and_recorded_set_up(tmp_path):
+    from tools.results_table import main, markers
+    write_logs(tmp_path, {32: [(93.0, 1)] * 3, 4: [(92.0, 1)]}, arch="res56")
+    (tmp_path / "res56_32bit" / "args.json").write_text('{"bn_groups": 2, "channels_last": true}')
+    (tmp_path / "res56_4bit" / "args.json").write_text('{"bn_groups": 2, "channels_last": false}')
+    write_logs(tmp_path, {32: [(91.0, 1)] * 3}, arch="res20")  # no args.json: an early run
+    readme = tmp_path / "README.md"
+    blocks = [line for arch in ("res20", "res56") for line in (*markers(arch), "")]
+    readme.write_text("\n".join(blocks))
+    for arch in ("res56", "res20"):
+        proc = run_in_process(main, "--results", tmp_path, "--arch", arch, "--epochs", "3",
+                              "--update", readme, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    res20, res56 = readme.read_text().split(markers("res56")[0])
+    # the paper's ResNet-56 FP32 and 4-bit (93.2, 94.0), its README's and the rerun's
+    assert ("| FP32 | 3/3 | 93.00 (0) | 93.00 | 93.00 (0.00) |  |  | 1 | 93.2 | 94.46 | 93.94 |"
+            in res56)
+    assert "| 4-bit | 1/3 | 92.00 (0) | not finished |  |  |  | 1 | 94.0 (-0.8) | 93.93 | 93.85 |" \
+        in res56
+    assert "Set-up (args.json): FP32 --bn-groups 2, channels_last; 4-bit --bn-groups 2, NCHW" \
+        in res56
+    assert "| FP32 | 3/3 | 91.00 (0) |" in res20 and "| 91.6 | 92.96 | 92.90 |" in res20
+    assert "Set-up of every stage (args.json): --bn-groups 1, channels_last" in res20
+    proc = run_in_process(main, "--results", tmp_path, "--arch", "res110", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: no reference numbers for --arch res110: the paper's "
+                                r"CIFAR-10 table has res20 and res56$")
+
+
+def test_a_log_longer_than_the_stage_is_refused(tmp_path):
+    from tools.plot_curves import main as plot_main
+    from tools.results_table import BEGIN, END, main
+    write_logs(tmp_path, {32: [(90.0, 1)] * 3, 4: [(89.0, 1)] * 5})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\nkept\n{END}\n")
+    for run, extra in ((main, ("--update", readme)), (plot_main, ())):
+        proc = run_in_process(run, "--results", tmp_path, "--epochs", "4", *extra, cwd=tmp_path)
+        assert_one_line_error(proc, r"^error: .*res20_4bit/log\.csv has 5 epochs, more than "
+                                    r"--epochs 4$")
+    assert readme.read_text() == f"{BEGIN}\nkept\n{END}\n"
+    assert not (tmp_path / "res20_curves.png").exists()
+    proc = run_in_process(main, "--results", tmp_path, "--epochs", "5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "| 4-bit | 5/5 |" in proc.stdout
+
+
+def test_plot_alphas_reads_ours_and_the_authors_and_marks_a_stage_in_training(tmp_path):
+    import torch
+    from tools.plot_alphas import main
+    from CIFAR.resnet import ARCHS
+    official = tmp_path / "official"
+    official.mkdir()
+    model = ARCHS["res20"](bit=4)
+    with torch.no_grad():
+        model.layer1[0].conv1.act_alpha.fill_(1.25)
+        model.layer1[0].conv1.weight_quant.wgt_alpha.fill_(2.5)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               official / "res20_4bit.pth.tar")  # the authors' DataParallel keys
+    run = tmp_path / "res20_3bit"
+    run.mkdir()
+    ours = ARCHS["res20"](bit=3).state_dict()
+    torch.save({"state_dict": ours, "epoch": 7}, run / "model_best.pth.tar")
+    torch.save({"state_dict": ours, "epoch": 12}, run / "checkpoint.pth.tar")
+    proc = run_in_process(main, "--results", tmp_path, "--official", official, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    header, first = proc.stdout.splitlines()[1:3]
+    assert "authors' 4-bit" in header and "ours 3-bit (12 of 300 epochs)" in header
+    # columns by bit-width: the authors' 4-bit, then our 3-bit (still at the initial alphas)
+    assert first.split() == ["layer1.0.conv1", "1.250", "/", "2.500", "8.000", "/", "3.000"]
+    assert png_size(tmp_path / "res20_alphas.png") == (1080, 780)  # 9 x 6.5 inches at 120 dpi
+
+
+def test_plot_alphas_refuses_a_mistyped_folder_and_writes_no_figure(tmp_path):
+    from tools.plot_alphas import main
+    (tmp_path / "official").mkdir()
+    for flag, path in (("--results", "reslut"), ("--official", "oficial")):
+        folders = {"--results": tmp_path, "--official": tmp_path / "official", flag: path}
+        proc = run_in_process(main, *[a for kv in folders.items() for a in kv], cwd=tmp_path)
+        assert_one_line_error(proc, rf"^error: {flag} {path} is not a folder$")
+    assert list(tmp_path.iterdir()) == [tmp_path / "official"]
+
+
+def test_level_usage_counts_weights_on_each_level(tmp_path, tiny_cifar):
+    """A conv whose weights are a quarter +1, a quarter -1 and half 0 normalises to +-s, 0 with
+    s = 1 / sqrt(1152 / 2303) = 1.414; at alpha_w 2 the magnitude 0.707 rounds to the 2-bit level
+    1, at alpha_w 3 (0.471) to 0."""
+    import torch
+    from tools.level_usage import main
+    from CIFAR.resnet import ARCHS
+    model = ARCHS["res20"](bit=2)
+    with torch.no_grad():
+        w = model.layer1[0].conv1.weight.view(-1)
+        w.zero_()
+        w[:576], w[576:1152] = 1.0, -1.0
+        model.layer1[0].conv1.weight_quant.wgt_alpha.fill_(2.0)
+        model.layer1[0].conv2.weight.copy_(model.layer1[0].conv1.weight)  # alpha_w stays 3
+    torch.save({"state_dict": model.state_dict(), "bit": 2, "arch": "res20"}, tmp_path / "m.pth")
+    proc = run_in_process(main, tmp_path / "m.pth", tmp_path / "m.pth", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith("m.pth: 2-bit, share of weights (%) on the levels 0 1")
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    assert rows["layer1.0.conv1"] == ["2.000", "|", "50.0", "50.0"] * 2
+    assert rows["layer1.0.conv2"] == ["3.000", "|", "100.0", "0.0"] * 2
+    assert len(rows) == 20
+    # stem channels 0-3 silenced (BatchNorm gamma 0, beta -1: ReLU gives 0), and layer1.0.conv1
+    # weights 1 on those inputs, 0 on the others: mean 1/4, sd sqrt(432 / 2303) = 0.433, so
+    # they normalise to 1.732 and -0.577, at alpha_w 2 magnitudes 0.866 (level 1) and 0.289
+    # (level 0): 25% on level 1 counting every weight, none counting the live inputs alone
+    with torch.no_grad():
+        model.bn1.weight[:4], model.bn1.bias[:4] = 0.0, -1.0
+        model.layer1[0].conv1.weight.zero_()
+        model.layer1[0].conv1.weight[:, :4] = 1.0
+    torch.save({"state_dict": model.state_dict(), "bit": 2, "arch": "res20"}, tmp_path / "s.pth")
+    proc = run_in_process(main, tmp_path / "s.pth", cwd=tmp_path)
+    assert proc.stdout.splitlines()[2].split() == ["layer1.0.conv1", "2.000", "|", "75.0", "25.0"]
+    # twice: the second checkpoint sees the same test images as the first
+    proc = run_in_process(main, tmp_path / "s.pth", tmp_path / "s.pth", "--data", tiny_cifar,
+                          "--limit", 30, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "share of weights of the input channels live on 30 test images" in lines[0]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    assert rows["layer1.0.conv1"] == ["2.000", "|", "100.0", "0.0", "|", "4/16"] * 2
+    # conv1 reads only silent inputs through its nonzero weights: conv2's inputs are all silent
+    assert rows["layer1.0.conv2"] == ["3.000", "|", "-", "-", "|", "16/16"] * 2
+    assert len(rows) == 20
+    assert rows["layer1.1.conv1"][5::6] == ["4/16"] * 2  # the identity shortcut carries the stem's
+
+
+EXPORT_LOG = ("wrote x/{name}.apot: {size} bytes (float checkpoint c.pth.tar: 2,000,000 bytes, "
+              "{ratio}x larger)\n20 quantized convs\n")
+
+
+FLOAT_LINES = ("float fake-quant model: top-1 {ftop1}; predictions agree on {agree} of 10000 "
+               "({share}%)\nfloat64 fake-quant model: top-1 {dtop1}; predictions agree on "
+               "{dagree} of 10000 ({dshare}%), with the float model's on 9990\n")
+
+
+INFER_LOG = "integer path: top-1 {top1} on 10000 test images\n" + FLOAT_LINES
+
+
+ONNX_LOG = ("wrote /tmp/t/{name}.onnx: {size} bytes, res20 with 2-bit ConvInteger (float "
+            "checkpoint c.pth.tar: 2,000,000 bytes)\nONNX Runtime: top-1 {top1} on 10000 test "
+            "images\n" + FLOAT_LINES)
+
+
+def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_path):
+    from tools.export_tables import main, markers
+    ints, onnx, docs = tmp_path / "int_res20", tmp_path / "onnx_res20", tmp_path / "docs"
+    for folder in (ints, onnx, docs):
+        folder.mkdir()
+    models = {"ours_2bit": ("100,000", "20.0", "90.10", "90.00", "9990", "99.90", "90.05",
+                            "9995", "99.95"),
+              "authors_2bit": ("137,223", "16.3", "90.98", "90.98", "9997", "99.97", "90.97",
+                               "9996", "99.96"),
+              "authors_4bit": ("208,263", "10.8", "92.42", "92.47", "9992", "99.92", "92.41",
+                               "9998", "99.98")}
+    for name, (size, ratio, top1, *floats) in models.items():
+        fill = dict(zip(("ftop1", "agree", "share", "dtop1", "dagree", "dshare"), floats))
+        (ints / f"{name}_export.txt").write_text(EXPORT_LOG.format(name=name, size=size,
+                                                                    ratio=ratio))
+        (ints / f"{name}_infer.txt").write_text(INFER_LOG.format(top1=top1, **fill))
+        (onnx / f"{name}.txt").write_text(ONNX_LOG.format(name=name, size="300,000", top1=top1,
+                                                           **fill))
+        fill.update(dagree="9994", dshare="99.94")  # the ConvInteger graph's log beside it
+        (onnx / f"{name}_integer.txt").write_text(ONNX_LOG.format(name=name, size="310,000",
+                                                                   top1="77.77", **fill))
+    (ints / "notes.txt").write_text("not a model log")
+    lookalike = "| authors' 4-bit | 1 B | 0.00 | 0.00 | none |"
+    for doc, name in (("export.md", "integer"), ("onnx.md", "onnx")):
+        begin, end = markers(name)
+        (docs / doc).write_text(f"# {doc}\n{lookalike}\n{begin}\nold\n{end}\n{lookalike}\n")
+    proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    begin, end = markers("integer")
+    assert (docs / "export.md").read_text() == "\n".join([
+        "# export.md", lookalike, begin,
+        "| checkpoint | file size (float checkpoint) | integer path top-1 | fake-quant top-1, "
+        "float32 | fake-quant top-1, float64 | predictions agree with float32 | predictions "
+        "agree with float64 |", "|---|---|---|---|---|---|---|",
+        "| authors' 4-bit | 208,263 B (2,000,000 B: 10.8x) | 92.42 | 92.47 | 92.41 | 9,992 "
+        "(99.92%) | 9,998 (99.98%) |",
+        "| authors' 2-bit | 137,223 B (2,000,000 B: 16.3x) | 90.98 | 90.98 | 90.97 | 9,997 "
+        "(99.97%) | 9,996 (99.96%) |",
+        "| our 2-bit | 100,000 B (2,000,000 B: 20.0x) | 90.10 | 90.00 | 90.05 | 9,990 (99.90%) "
+        "| 9,995 (99.95%) |", end, lookalike, ""])
+    onnx_doc = (docs / "onnx.md").read_text().splitlines()
+    assert onnx_doc[7] == "| our 2-bit | 300,000 B / 310,000 B (2,000,000 B) | 90.10 | 77.77 | " \
+                          "90.00 | 90.05 | 9,990 (99.90%) | 9,995 (99.95%) | 9,994 (99.94%) |"
+    assert onnx_doc[0] == "# onnx.md" and onnx_doc[-1] == lookalike and len(onnx_doc) == 10
+    # a log without its result line: one error naming it, and neither doc rewritten
+    before = {doc: (docs / doc).read_text() for doc in ("export.md", "onnx.md")}
+    (onnx / "ours_2bit.txt").write_text("wrote /tmp/t/ours_2bit.onnx: interrupted\n")
+    proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*ours_2bit\.txt has no line matching")
+    assert {doc: (docs / doc).read_text() for doc in before} == before
+
+
+def test_the_docs_export_tables_are_the_committed_logs():
+    from tools.export_tables import TABLES, markers, table
+    for name, (*_, doc) in TABLES.items():
+        begin, end = markers(name)
+        text = (ROOT / "docs" / doc).read_text()
+        assert text.split(begin + "\n")[1].split("\n" + end)[0] == table(name, ROOT / "result")
+
+
+@pytest.mark.slow
+def test_export_checks_list_the_authors_and_our_finished_stages_or_only_the_named(tmp_path):
+    def bash(script, *args):
+        return subprocess.run(["bash", script, *args], cwd=ROOT,
+                              env=dict(os.environ, APOT_DATA=str(tmp_path)),
+                              capture_output=True, text=True, timeout=120)
+
+    def models(*names):
+        return bash("tools/export_checks.sh", "models", *names)
+    official = tmp_path / "apot-official-res20"
+    every = models().stdout.splitlines()
+    assert every[:3] == [f"authors_{b}bit {official}/res20_{b}bit.pth.tar {b}" for b in (4, 3, 2)]
+    # our stages, all finished: their model_best is committed
+    assert every[3:] == [f"ours_{b}bit result/reference/res20_{b}bit/model_best.pth.tar {b}"
+                         for b in (4, 3, 2)]
+    assert all((ROOT / line.split()[1]).is_file() for line in every[3:])
+    named = models("authors_2bit", "authors_4bit")
+    assert named.stdout.splitlines() == [every[2], every[0]] and named.returncode == 0
+    for bad in ("ours_5bit", "authors_.*", "authors_2bit authors_3bit"):
+        proc = models("authors_3bit", bad)
+        assert_one_line_error(proc, rf"^error: no model named '{re.escape(bad)}' in the export")
+        assert proc.stdout == ""
+    # a bad name stops the export scripts before they run or rewrite anything
+    for command in ("integer", "onnx"):
+        proc = bash("tools/export_checks.sh", command, "ours_5bit")
+        assert_one_line_error(proc, r"^error: no model named 'ours_5bit'")
+    assert_one_line_error(bash("tools/export_checks.sh", "float"), r"^error: usage: ")
+
+
+def test_the_readme_layout_table_names_every_module():
+    """A newcomer finds where a change goes from the README's layout table: every module and
+    script of apot/, CIFAR/ and tools/ has a row, and ImageNet/'s row names each of its files."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout\n")[1].split("\n## ")[0]
+    rows = layout.splitlines()
+    for folder in ("apot", "CIFAR", "tools"):
+        for path in sorted((ROOT / folder).iterdir()):
+            if path.suffix in (".py", ".sh") and path.name != "__init__.py":
+                assert f"`{folder}/{path.name}`" in layout, path
+    (imagenet,) = [r for r in rows if r.startswith("| **`ImageNet/`**")]
+    for path in sorted((ROOT / "ImageNet").iterdir()):
+        if path.suffix in (".py", ".sh") and path.name != "__init__.py":
+            assert f"`{path.name}`" in imagenet, path
+
+
+def test_result_holds_data_only():
+    """result/ holds runs and the logs and figures of our checks; the scripts that make them
+    live in tools/ (or are named by commit in the check's README)."""
+    scripts = [p.relative_to(ROOT) for p in (ROOT / "result").rglob("*")
+               if p.suffix in (".py", ".sh")]
+    assert scripts == []
+
+
+def test_reference_numbers_come_from_the_method_docs_table(tmp_path):
+    """docs/method.md's CIFAR-10 table is where the references are typed; the results table
+    reads them from there (each row's cells as written), and a table missing a source is an
+    error, not a blank column."""
+    from tools.references import SOURCES, cifar10_references
+    rows = [f"| {net} | {source} | {a}.{i}1 | {a}.{i}2 | {a}.{i}3 | {a}.{i}4 |"
+            for a, net in ((20, "ResNet-20"), (56, "ResNet-56"))
+            for i, source in enumerate(SOURCES)]
+    doc = tmp_path / "method.md"
+    doc.write_text("CIFAR-10:\n\n| model | source | FP32 | 4-bit | 3-bit | 2-bit |\n|---|---|\n"
+                   + "\n".join(rows) + "\n| ResNet-18, paper | 1 | 2 | 3 | 4 |\n")
+    refs = cifar10_references(doc)
+    assert refs["res20"] == {32: ("20.01", "20.11", "20.21"), 4: ("20.02", "20.12", "20.22"),
+                             3: ("20.03", "20.13", "20.23"), 2: ("20.04", "20.14", "20.24")}
+    assert refs["res56"][2] == ("56.04", "56.14", "56.24")
+    doc.write_text("\n".join(r for r in rows if "56 | paper" not in r))
+    with pytest.raises(SystemExit, match="no ResNet-56 row for paper"):
+        cifar10_references(doc)
+    real = cifar10_references()  # the docs' own table has every cell, each a number
+    assert all(float(v) > 0 for r in real.values() for bit in (32, 4, 3, 2) for v in r[bit])
+
