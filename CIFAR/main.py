@@ -12,10 +12,10 @@ from tqdm import tqdm
 
 from apot.checkpoint import TrainingParts, check_run_meta, load_checkpoint, load_weights
 from apot.cli import cli_main, non_negative_int, training_parser
-from apot.devices import all_reduce_sum, start_process, wrap_model
+from apot.devices import start_process, wrap_model
 from apot.errors import UserError
-from apot.training import (check_finite, create_model, is_alpha, memory_format, resume_or_start,
-                           run_meta, train_epochs)
+from apot.training import (EpochSums, check_finite, create_model, is_alpha, memory_format,
+                           resume_or_start, run_meta, train_epochs)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -92,20 +92,14 @@ def train_one_epoch(model, criterion, optimizer, data, normalize, epoch, args, c
     steps = -(-len(x) // args.batch_size)
     batches = train_batches(x, y, args.batch_size, args.seed, epoch, ctx.rank, ctx.world)
     bar = tqdm(batches, total=steps, desc=f"train {epoch}", disable=ctx.quiet, leave=False)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-    correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
-    count = 0
+    sums = EpochSums(ctx.device)
     for step, (images, target) in enumerate(bar):
         output, loss = train_step(model, criterion, optimizer, normalize(images), target)
-        loss_sum += loss.detach().double() * len(target)
-        correct += (output.argmax(1) == target).sum()
-        count += len(target)
-        if check_finite(loss_sum, epoch, step, steps):  # the bar only when the sums are read
-            bar.set_postfix(loss=f"{loss_sum.item() / count:.3f}",
-                            acc=f"{100 * correct.item() / count:.2f}")
-    loss_sum, correct, count = all_reduce_sum([loss_sum.item(), correct.item(), count],
-                                              ctx.device)
-    return loss_sum / count, 100 * correct / count
+        sums.add(loss, (output.argmax(1) == target).sum(), len(target))
+        if check_finite(sums.loss, epoch, step, steps):  # the bar only when the sums are read
+            bar.set_postfix(loss=f"{sums.loss.item() / sums.count:.3f}",
+                            acc=f"{100 * sums.hits[0].item() / sums.count:.2f}")
+    return sums.means()
 
 
 @torch.no_grad()
@@ -114,15 +108,12 @@ def evaluate(model, criterion, data, normalize, ctx):
     model.eval()
     x, y = data
     starts = range(ctx.rank * TEST_BATCH, len(x), TEST_BATCH * ctx.world)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-    correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
+    sums = EpochSums(ctx.device)
     for s in tqdm(starts, desc="test", disable=ctx.quiet, leave=False):
         images, target = x[s:s + TEST_BATCH], y[s:s + TEST_BATCH]
         output = model(normalize(images))
-        loss_sum += criterion(output, target).double() * len(target)
-        correct += (output.argmax(1) == target).sum()
-    loss_sum, correct = all_reduce_sum([loss_sum.item(), correct.item()], ctx.device)
-    return loss_sum / len(x), 100 * correct / len(x)
+        sums.add(criterion(output, target), (output.argmax(1) == target).sum(), len(target))
+    return sums.means()
 
 
 def load_initial_weights(model, args, say):

@@ -90,13 +90,11 @@ class QuantConv2d(nn.Conv2d):
     def quantize_input(self, x):
         return _ActQuant.apply(x, self.act_alpha, self.act_levels, self.act_mids)
 
-    def export_terms(self):
-        """What apot.export needs: x = clamp(normalised weight / alpha_w, -1, 1), whose |x| the
-        forward projects, the level family, both alphas and both midpoint sets."""
+    def weight_clipping(self):
+        """(normalised weight, weight alpha, weight midpoints): what the forward clips and
+        projects, for apot.intmath.layer_terms."""
         wq = self.weight_quant
-        x = (wq.normalise(self.weight.detach()) / wq.wgt_alpha.detach()).clamp(-1, 1)
-        return dict(x=x, bit=self.bit, quant=self.quant, w_alpha=wq.wgt_alpha.item(),
-                    w_mids=wq.mids, a_alpha=self.act_alpha.item(), a_mids=self.act_mids)
+        return wq.normalise(self.weight), wq.wgt_alpha, wq.mids
 
     def quantized_weight(self):
         return self.weight_quant(self.weight)

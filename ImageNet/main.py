@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 from apot.checkpoint import TrainingParts, check_run_meta, load_checkpoint, load_weights
 from apot.cli import cli_main, non_negative_int, positive_float, positive_int, training_parser
-from apot.devices import all_reduce_sum, start_process, wrap_model
+from apot.devices import start_process, wrap_model
 from apot.errors import UserError
-from apot.training import (check_finite, create_model, is_alpha, resume_or_start, run_meta,
-                           train_epochs)
+from apot.training import (EpochSums, check_finite, create_model, is_alpha, resume_or_start,
+                           run_meta, train_epochs)
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
 from ImageNet.resnet import ARCHS
 
@@ -101,9 +101,7 @@ def train_one_epoch(net, criterion, parts, data, epoch, ctx, args):
     the non-finite check."""
     optimizer, scheduler, scaler = parts.optimizer, parts.scheduler, parts.scaler
     net.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-    hits = torch.zeros(2, dtype=torch.int64, device=ctx.device)  # top-1, top-5
-    n = 0
+    sums = EpochSums(ctx.device, kinds=2)  # top-1, top-5
     for step, (images, target) in enumerate(tqdm(data, desc=f"train {epoch}", disable=ctx.quiet,
                                                  leave=False)):
         images, target = to_device(images, target, ctx.device, args.channels_last)
@@ -115,29 +113,22 @@ def train_one_epoch(net, criterion, parts, data, epoch, ctx, args):
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        loss_sum += loss.detach().double() * len(target)
-        hits += torch.stack(accuracy_counts(output, target))
-        n += len(target)
-        check_finite(loss_sum, epoch, step, len(data))
-    loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx.device)
-    return loss / max(n, 1), 100 * top1 / max(n, 1), 100 * top5 / max(n, 1)
+        sums.add(loss, torch.stack(accuracy_counts(output, target)), len(target))
+        check_finite(sums.loss, epoch, step, len(data))
+    return sums.means()
 
 
 @torch.no_grad()
 def evaluate(model, criterion, data, ctx, args):
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-    hits = torch.zeros(2, dtype=torch.int64, device=ctx.device)
-    n = 0
+    sums = EpochSums(ctx.device, kinds=2)
     for images, target in tqdm(data, desc="val", disable=ctx.quiet, leave=False):
         images, target = to_device(images, target, ctx.device, args.channels_last)
         with torch.autocast(ctx.device.type, enabled=args.amp):
             output = model(images)
-        loss_sum += criterion(output.float(), target).double() * len(target)
-        hits += torch.stack(accuracy_counts(output, target))
-        n += len(target)
-    loss, top1, top5, n = all_reduce_sum([loss_sum.item(), *hits.tolist(), n], ctx.device)
-    return loss / n, 100 * top1 / n, 100 * top5 / n
+        sums.add(criterion(output.float(), target), torch.stack(accuracy_counts(output, target)),
+                 len(target))
+    return sums.means()
 
 
 def build_model(args, num_classes):

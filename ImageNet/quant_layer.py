@@ -81,14 +81,11 @@ class QuantConv2d(nn.Conv2d):
                                            self.weight_mids)
         return quantize_weight(w_norm, self.weight_alpha, self.weight_levels, self.weight_mids)
 
-    def export_terms(self):
-        """What apot.export needs: x = clamp(normalised weight / alpha_w, -1, 1), whose |x| the
-        forward projects (at 2 bits rounds, the same as projecting onto {0, 1}), the level
-        family, both alphas and both midpoint sets."""
-        with torch.no_grad():
-            x = (self.normalised_weight() / self.weight_alpha).clamp(-1, 1)
-        return dict(x=x, bit=self.bit, quant=self.quant, w_alpha=self.weight_alpha.item(),
-                    w_mids=self.weight_mids, a_alpha=self.act_alpha.item(), a_mids=self.act_mids)
+    def weight_clipping(self):
+        """(normalised weight, weight alpha, weight midpoints): what the forward clips and
+        projects (at 2 bits rounds, the same as projecting onto {0, 1}), for
+        apot.intmath.layer_terms."""
+        return self.normalised_weight(), self.weight_alpha, self.weight_mids
 
     def forward(self, x):
         if self.bit == 32:

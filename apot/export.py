@@ -40,7 +40,7 @@ class Variant:
     name: str             # the folder, for messages
     archs: dict           # arch -> builder(bit, num_classes, quant) of the float fake-quant model
     default_arch: str
-    conv_type: type       # the quantized conv, with an export_terms() method
+    conv_type: type       # the quantized conv, with a weight_clipping() method
     default_classes: int  # when a checkpoint has no fc.weight to tell
     image_size: int       # the side of the images (the operation counts are for one)
     eval_batches: Callable  # (args, num_classes) -> (n, iterable of (images, target))

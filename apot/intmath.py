@@ -27,12 +27,23 @@ def check_geometry(conv):
                         f"{conv.groups}: only square, undilated, ungrouped convs are supported")
 
 
+@torch.no_grad()
+def layer_terms(conv):
+    """What the forward of a quantized conv of either variant computes from: x = clamp(normalised
+    weight / alpha_w, -1, 1), whose |x| it projects onto the weight levels (its
+    weight_clipping()), the level family, both alphas and both midpoint sets."""
+    w_norm, w_alpha, w_mids = conv.weight_clipping()
+    return dict(x=(w_norm / w_alpha).clamp(-1, 1), bit=conv.bit, quant=conv.quant,
+                w_alpha=w_alpha.item(), w_mids=w_mids, a_alpha=conv.act_alpha.item(),
+                a_mids=conv.act_mids)
+
+
 def integer_terms(conv):
     """A quantized conv as integers, from the same arithmetic as its forward pass: its
-    export_terms() plus the weights' level index and sign, both level sets as integers over
-    their denominators, and the one float rescale of the integer accumulator."""
+    layer_terms plus the weights' level index and sign, both level sets as integers over their
+    denominators, and the one float rescale of the integer accumulator."""
     check_geometry(conv)
-    t = conv.export_terms()
+    t = layer_terms(conv)
     w_ints, w_denom = weight_level_integers(t["bit"], t["quant"])
     a_ints, a_denom = level_integers(t["bit"], t["quant"])
     return dict(t, index=project_index(t["x"].abs(), t["w_mids"]), negative=t["x"] < 0,

@@ -9,6 +9,7 @@ import torch
 
 from apot.bngroups import split_batchnorm
 from apot.checkpoint import Progress, restore_run, run_state
+from apot.devices import all_reduce_sum
 from apot.errors import UserError
 from apot.runfolder import (epoch_line, epoch_row, prepare_save_dir, report_final, save_epoch,
                             write_args)
@@ -38,6 +39,30 @@ def memory_format(args):
 def run_meta(args, keys):
     """What a checkpoint records of its run (these keys of args), and what --resume must match."""
     return {key: getattr(args, key) for key in keys}
+
+
+class EpochSums:
+    """An epoch's running loss and hit counts (top-1, ...), kept on the device, where reading
+    them would wait for it, and summed over the processes at the end."""
+
+    def __init__(self, device, kinds=1):
+        self.device = device
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.hits = torch.zeros(kinds, dtype=torch.int64, device=device)
+        self.count = 0
+
+    def add(self, loss, hits, n):
+        """A batch of n images: its mean loss and its hits, one count per kind."""
+        self.loss += loss.detach().double() * n
+        self.hits += hits
+        self.count += n
+
+    def means(self):
+        """(mean loss, 100 * hits / images of each kind) over every process's images."""
+        loss, *hits, count = all_reduce_sum([self.loss.item(), *self.hits.tolist(), self.count],
+                                            self.device)
+        count = max(count, 1)
+        return (loss / count, *(100 * h / count for h in hits))
 
 
 NAN_CHECK_EVERY = 10  # training steps between two checks for a non-finite loss (each syncs)
