@@ -30,7 +30,9 @@ def float64_twin(model):
 @torch.no_grad()
 def compare(predict, float_model, name, args, variant, num_classes):
     """Top-1 of predict (images -> logits) on the test images, and with a float model, its
-    top-1 and how many predictions agree; with args.float64, the same for its float64_twin."""
+    top-1 and how many predictions agree; with args.float64, the same for its float64_twin.
+    Prints them and returns the counts: {images, correct, float: {correct, agree}, float64:
+    {correct, agree, agree_with_float}} (the references that ran)."""
     if args.float64 and float_model is None:
         raise UserError("--float64 runs the --compare model in float64: give --compare CKPT")
     refs = {}  # line label -> (fake-quant model, dtype)
@@ -56,3 +58,9 @@ def compare(predict, float_model, name, args, variant, num_classes):
         print(f"{key} fake-quant model: top-1 {100 * ref_ok[key] / n:.2f}; predictions agree on "
               f"{agree[key]} of {n} ({100 * agree[key] / n:.2f}%)"
               + (f", with the float model's on {float_agree}" if key == "float64" else ""))
+    counts = {"images": n, "correct": ok}
+    for key in refs:
+        counts[key] = {"correct": ref_ok[key], "agree": agree[key]}
+    if args.float64:
+        counts["float64"]["agree_with_float"] = float_agree
+    return counts

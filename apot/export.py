@@ -14,10 +14,13 @@ image (apot/opcount.py). `infer` runs that file alone with integer shifts and ad
 writes apot/onnx_export.py's graph and `ort` runs it with ONNX Runtime (docs/onnx.md). With
 --compare, `infer` and `ort` also run the float fake-quant model of the checkpoint and report
 how often the predictions agree; with --float64 also its float64 twin, a reference that float32
-rounding does not move (apot/compare.py).
+rounding does not move (apot/compare.py). Each command's --summary JSON holds what it prints,
+in numbers a program reads (the docs' export tables are made from these files).
 """
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -47,9 +50,6 @@ class Variant:
     resizable: bool = False  # the models take other sizes: --image-size is offered
 
 
-
-
-
 def load_quantized_model(path, variant, arch, bit, quant):
     ckpt = load_checkpoint(path)
     if bit is not None and ckpt.get("bit", bit) != bit:
@@ -71,14 +71,39 @@ def load_quantized_model(path, variant, arch, bit, quant):
     return model.eval(), dict(arch=arch, bit=bit, quant=quant, num_classes=num_classes)
 
 
-
-
 def default_out(checkpoint, suffix=".apot"):
     """model_best.pth.tar -> model_best.apot (or another suffix), beside it."""
     base = checkpoint
     for ext in (".tar", ".pth", ".pt"):
         base = base.removesuffix(ext)
     return base + suffix
+
+
+def file_sizes(out, checkpoint):
+    return dict(file=out, bytes=os.path.getsize(out), checkpoint=checkpoint,
+                checkpoint_bytes=os.path.getsize(checkpoint))
+
+
+def write_summary(path, command, values):
+    """One command's numbers into the JSON summary at path, beside what the other commands
+    wrote there for the same model (export and infer; onnx and ort): the file the docs' tables
+    are made from."""
+    summary = {}
+    if os.path.exists(path):
+        try:
+            summary = json.loads(Path(path).read_text())
+        except ValueError as e:
+            raise UserError(f"--summary {path} exists and is not a JSON summary ({e})") from e
+    summary[command] = values
+    atomic_write(path, lambda f: f.write(json.dumps(summary, indent=2, sort_keys=True) + "\n"),
+                 text=True)
+
+
+def run_command(args, variant):
+    commands = {"export": cmd_export, "infer": cmd_infer, "onnx": cmd_onnx, "ort": cmd_ort}
+    values = commands[args.command](args, variant)
+    if args.summary:
+        write_summary(args.summary, args.command, values)
 
 
 def cmd_export(args, variant):
@@ -93,6 +118,8 @@ def cmd_export(args, variant):
     print(f"{len(blob['layers'])} quantized convs, {weights:,d} bytes of {meta['bit']}-bit codes")
     rows = cost_report(build_int_model(load_export(out, variant), variant), args.image_size)
     print_cost(rows, args.image_size)
+    return dict(file_sizes(out, args.checkpoint), quantized_convs=len(blob["layers"]),
+                code_bytes=weights)
 
 
 @torch.no_grad()
@@ -103,10 +130,8 @@ def cmd_infer(args, variant):
     if args.compare:
         float_model, _ = load_quantized_model(args.compare, variant, blob["arch"], blob["bit"],
                                               blob["quant"])
-    compare(lambda images: int_model(images), float_model, "integer path", args, variant,
-            blob["num_classes"])
-
-
+    return compare(lambda images: int_model(images), float_model, "integer path", args, variant,
+                   blob["num_classes"])
 
 
 def cmd_onnx(args, variant):
@@ -127,6 +152,8 @@ def cmd_onnx(args, variant):
                         if n_int else "")}[args.convs]
     print(f"wrote {out}: {os.path.getsize(out):,d} bytes, {meta['arch']} with {kind} "
           f"(float checkpoint {args.checkpoint}: {os.path.getsize(args.checkpoint):,d} bytes)")
+    return dict(file_sizes(out, args.checkpoint), convs=args.convs, quantized_convs=n_quant,
+                conv_integer_layers=n_int)
 
 
 def cmd_ort(args, variant):
@@ -140,8 +167,9 @@ def cmd_ort(args, variant):
         if meta["num_classes"] != num_classes:
             raise UserError(f"{args.compare} has {meta['num_classes']} classes, {args.file} "
                             f"{num_classes}")
-    compare(lambda images: torch.from_numpy(session.run(None, {inp.name: images.numpy()})[0]),
-            float_model, "ONNX Runtime", args, variant, num_classes)
+    return compare(
+        lambda images: torch.from_numpy(session.run(None, {inp.name: images.numpy()})[0]),
+        float_model, "ONNX Runtime", args, variant, num_classes)
 
 
 def add_checkpoint_args(p, variant):
@@ -191,6 +219,9 @@ def get_args_parser(variant):
     r.add_argument("--bit", type=int, choices=SUPPORTED_BITS, default=None,
                    help="--compare checkpoint's bit-width, if it does not record it")
     for sub_parser in (e, i, o, r):
+        sub_parser.add_argument("--summary", default="", metavar="JSON",
+                                help="also write the numbers printed into this JSON file, under "
+                                     "the command's name (other commands' entries are kept)")
         if variant.resizable:
             sub_parser.add_argument("--image-size", type=int, default=variant.image_size,
                                     help="image side: of the test crops, and of the image the "
@@ -201,7 +232,5 @@ def get_args_parser(variant):
 
 
 def main(variant, argv=None):
-    commands = {"export": cmd_export, "infer": cmd_infer, "onnx": cmd_onnx, "ort": cmd_ort}
     with compilation(False):  # a few batches: compilation would not pay off
-        cli_main(get_args_parser(variant), lambda args: commands[args.command](args, variant),
-                 argv)
+        cli_main(get_args_parser(variant), lambda args: run_command(args, variant), argv)

@@ -1,5 +1,7 @@
 """Integer export and shift-add inference (apot/export.py, apot/intmath.py and the two command
 lines, CIFAR/export.py and ImageNet/export.py)."""
+import json
+import os
 import re
 
 import numpy as np
@@ -141,18 +143,40 @@ def test_export_and_infer_our_checkpoint_end_to_end(tiny_cifar, tmp_path):
         model(torch.randn(64, 3, 32, 32))
     ckpt = tmp_path / "ours.pth.tar"
     torch.save({"state_dict": model.state_dict(), "bit": 3, "arch": "res20", "quant": "apot"}, ckpt)
-    proc = run_in_process(EXPORT, "export", ckpt, "--out", tmp_path / "m.apot", cwd=tmp_path)
+    summary = tmp_path / "m.json"
+    proc = run_in_process(EXPORT, "export", ckpt, "--out", tmp_path / "m.apot", "--summary",
+                          summary, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"wrote .*m\.apot: [\d,]+ bytes \(float checkpoint .*: [\d,]+ bytes",
-                     proc.stdout)
+    size = os.path.getsize(tmp_path / "m.apot")
+    assert re.search(rf"wrote .*m\.apot: {size:,} bytes \(float checkpoint .*: "
+                     rf"{os.path.getsize(ckpt):,} bytes", proc.stdout)
     assert re.search(r"^total\s+[\d,]+\s+[\d,]+\s+[\d,]+", proc.stdout, re.M)
+    codes = re.search(r"^20 quantized convs, ([\d,]+) bytes of 3-bit codes$", proc.stdout, re.M)
     proc = run_in_process(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar,
-                          "--compare", ckpt, "--float64", "--no-progress", cwd=tmp_path)
+                          "--compare", ckpt, "--float64", "--no-progress", "--summary", summary,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert agreement(proc.stdout, "float fake-quant model", 40) >= 39
-    assert agreement(proc.stdout, "float64 fake-quant model", 40) >= 39
-    assert re.search(r"^float64 fake-quant model: .*, with the float model's on (39|40)$",
-                     proc.stdout, re.M)
+    agree = [agreement(proc.stdout, f"{ref} fake-quant model", 40) for ref in ("float", "float64")]
+    assert min(agree) >= 39
+    found = re.search(r"^float64 fake-quant model: .*, with the float model's on (39|40)$",
+                      proc.stdout, re.M)
+    assert found
+    # the summary holds what the two commands printed, for programs to read
+    written = json.loads(summary.read_text())
+    assert written["export"] == {
+        "file": str(tmp_path / "m.apot"), "bytes": size, "checkpoint": str(ckpt),
+        "checkpoint_bytes": os.path.getsize(ckpt), "quantized_convs": 20,
+        "code_bytes": int(codes.group(1).replace(",", ""))}
+    top1 = re.search(r"^integer path: top-1 (\d+\.\d\d) on 40", proc.stdout, re.M).group(1)
+    infer = written["infer"]
+    assert infer["images"] == 40 and f"{100 * infer['correct'] / 40:.2f}" == top1
+    assert [infer[ref]["agree"] for ref in ("float", "float64")] == agree
+    assert infer["float64"]["agree_with_float"] == int(found.group(1))
+    summary.write_text("not json")
+    proc = run_in_process(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar,
+                          "--no-progress", "--summary", summary, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --summary .*m\.json exists and is not a JSON summary")
+    assert summary.read_text() == "not json"
     proc = run_in_process(EXPORT, "infer", tmp_path / "m.apot", "--data", tiny_cifar,
                           "--float64", "--no-progress", cwd=tmp_path)
     assert_one_line_error(proc, r"^error: --float64 runs the --compare model in float64: give "
@@ -186,7 +210,9 @@ def test_compare_runs_the_float_model_in_float32_and_float64(capsys):
         [(images[:2], target[:2]), (images[2:], target[2:])])))
     args = SimpleNamespace(float64=True, batch=2, no_progress=True)
     exact = lambda x: torch.stack([x.flatten(1)[:, 0], torch.full((len(x),), 0.25)], 1)  # noqa: E731
-    compare(exact, BigOffset(), "exact", args, variant, 2)
+    counts = compare(exact, BigOffset(), "exact", args, variant, 2)
+    assert counts == {"images": 4, "correct": 4, "float": {"correct": 2, "agree": 2},
+                      "float64": {"correct": 4, "agree": 4, "agree_with_float": 2}}
     assert capsys.readouterr().out.splitlines() == [
         "exact: top-1 100.00 on 4 test images",
         # float32 predicts [1, 1, 1, 0]

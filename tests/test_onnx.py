@@ -1,6 +1,7 @@
 """ONNX export with exact integer convolutions, run by ONNX Runtime: graph structure, exact convs
 in both forms (float Conv on integers, ConvInteger), the projection lookup, what ONNX Runtime's
 optimizer may do to the graph, whole models of both variants, bad inputs."""
+import json
 import re
 
 import numpy as np
@@ -221,18 +222,30 @@ def test_plain_power_of_two_at_4_bits_is_refused():
 @pytest.mark.slow
 def test_calibrated_imagenet_resnet18_agrees_with_pytorch(tiny_imagenet, tmp_path, capsys):
     ckpt = calibrated_imagenet_checkpoint(tmp_path / "r18.pth.tar", 4)
-    export_main(IMAGENET, ["onnx", str(ckpt), "--image-size", "32"])
+    summary = tmp_path / "r18.json"
+    export_main(IMAGENET, ["onnx", str(ckpt), "--image-size", "32", "--summary", str(summary)])
     out = tmp_path / "r18.onnx"
     assert out.is_file() and "4-bit exact float convs on integers" in capsys.readouterr().out
     export_main(IMAGENET, ["ort", str(out), "--data", str(tiny_imagenet), "--compare", str(ckpt),
-                           "--image-size", "32", "--float64", "--no-progress"])
+                           "--image-size", "32", "--float64", "--no-progress", "--summary",
+                           str(summary)])
     printed = capsys.readouterr().out
-    assert agreement(printed, "float fake-quant model", 6) >= 5
-    assert agreement(printed, "float64 fake-quant model", 6) >= 5
-    assert re.search(r"^float64 fake-quant model: .*, with the float model's on [56]$", printed,
-                     re.M)
+    agree = [agreement(printed, f"{ref} fake-quant model", 6) for ref in ("float", "float64")]
+    assert min(agree) >= 5
+    found = re.search(r"^float64 fake-quant model: .*, with the float model's on ([56])$",
+                      printed, re.M)
+    assert found
+    from ImageNet.quant_layer import QuantConv2d as ImageNetQuantConv2d
     from ImageNet.resnet import ARCHS
     model = ARCHS["resnet18"](bit=4, num_classes=3)
+    written = json.loads(summary.read_text())  # what both commands printed, for programs
+    assert written["onnx"] == {
+        "file": str(out), "bytes": out.stat().st_size, "checkpoint": str(ckpt),
+        "checkpoint_bytes": ckpt.stat().st_size, "convs": "exact", "conv_integer_layers": 0,
+        "quantized_convs": sum(isinstance(m, ImageNetQuantConv2d) for m in model.modules())}
+    assert written["ort"]["images"] == 6
+    assert [written["ort"][ref]["agree"] for ref in ("float", "float64")] == agree
+    assert written["ort"]["float64"]["agree_with_float"] == int(found.group(1))
     model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():

@@ -303,45 +303,34 @@ def test_level_usage_counts_weights_on_each_level(tmp_path, tiny_cifar):
     assert rows["layer1.1.conv1"][5::6] == ["4/16"] * 2  # the identity shortcut carries the stem's
 
 
-EXPORT_LOG = ("wrote x/{name}.apot: {size} bytes (float checkpoint c.pth.tar: 2,000,000 bytes, "
-              "{ratio}x larger)\n20 quantized convs\n")
+def summary_counts(top1, float_top1, agree, float64_top1, float64_agree):
+    """export.py --summary's counts of a compare on 10,000 images (top-1 in hundredths)."""
+    return {"images": 10000, "correct": top1, "float": {"correct": float_top1, "agree": agree},
+            "float64": {"correct": float64_top1, "agree": float64_agree,
+                        "agree_with_float": 9990}}
 
 
-FLOAT_LINES = ("float fake-quant model: top-1 {ftop1}; predictions agree on {agree} of 10000 "
-               "({share}%)\nfloat64 fake-quant model: top-1 {dtop1}; predictions agree on "
-               "{dagree} of 10000 ({dshare}%), with the float model's on 9990\n")
-
-
-INFER_LOG = "integer path: top-1 {top1} on 10000 test images\n" + FLOAT_LINES
-
-
-ONNX_LOG = ("wrote /tmp/t/{name}.onnx: {size} bytes, res20 with 2-bit ConvInteger (float "
-            "checkpoint c.pth.tar: 2,000,000 bytes)\nONNX Runtime: top-1 {top1} on 10000 test "
-            "images\n" + FLOAT_LINES)
-
-
-def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_path):
+def test_export_tables_are_read_from_the_summaries_and_fill_only_their_blocks(tmp_path):
+    import json
     from tools.export_tables import main, markers
     ints, onnx, docs = tmp_path / "int_res20", tmp_path / "onnx_res20", tmp_path / "docs"
     for folder in (ints, onnx, docs):
         folder.mkdir()
-    models = {"ours_2bit": ("100,000", "20.0", "90.10", "90.00", "9990", "99.90", "90.05",
-                            "9995", "99.95"),
-              "authors_2bit": ("137,223", "16.3", "90.98", "90.98", "9997", "99.97", "90.97",
-                               "9996", "99.96"),
-              "authors_4bit": ("208,263", "10.8", "92.42", "92.47", "9992", "99.92", "92.41",
-                               "9998", "99.98")}
-    for name, (size, ratio, top1, *floats) in models.items():
-        fill = dict(zip(("ftop1", "agree", "share", "dtop1", "dagree", "dshare"), floats))
-        (ints / f"{name}_export.txt").write_text(EXPORT_LOG.format(name=name, size=size,
-                                                                    ratio=ratio))
-        (ints / f"{name}_infer.txt").write_text(INFER_LOG.format(top1=top1, **fill))
-        (onnx / f"{name}.txt").write_text(ONNX_LOG.format(name=name, size="300,000", top1=top1,
-                                                           **fill))
-        fill.update(dagree="9994", dshare="99.94")  # the ConvInteger graph's log beside it
-        (onnx / f"{name}_integer.txt").write_text(ONNX_LOG.format(name=name, size="310,000",
-                                                                   top1="77.77", **fill))
-    (ints / "notes.txt").write_text("not a model log")
+    models = {"ours_2bit": (100_000, (9010, 9000, 9990, 9005, 9995)),
+              "authors_2bit": (137_223, (9098, 9098, 9997, 9097, 9996)),
+              "authors_4bit": (208_263, (9242, 9247, 9992, 9241, 9998))}
+    for name, (size, counts) in models.items():
+        files = {"checkpoint": "c.pth.tar", "checkpoint_bytes": 2_000_000}
+        (ints / f"{name}.json").write_text(json.dumps({
+            "export": dict(files, file=f"x/{name}.apot", bytes=size),
+            "infer": summary_counts(*counts)}))
+        (onnx / f"{name}.json").write_text(json.dumps({
+            "onnx": dict(files, file="/tmp/t.onnx", bytes=300_000),
+            "ort": summary_counts(*counts)}))
+        integer = summary_counts(7777, *counts[1:4], 9994)  # the ConvInteger graph's, beside it
+        (onnx / f"{name}_integer.json").write_text(json.dumps({
+            "onnx": dict(files, file="/tmp/t.onnx", bytes=310_000), "ort": integer}))
+    (ints / "notes.json").write_text("{}")  # not a model's
     lookalike = "| authors' 4-bit | 1 B | 0.00 | 0.00 | none |"
     for doc, name in (("export.md", "integer"), ("onnx.md", "onnx")):
         begin, end = markers(name)
@@ -354,9 +343,9 @@ def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_pat
         "| checkpoint | file size (float checkpoint) | integer path top-1 | fake-quant top-1, "
         "float32 | fake-quant top-1, float64 | predictions agree with float32 | predictions "
         "agree with float64 |", "|---|---|---|---|---|---|---|",
-        "| authors' 4-bit | 208,263 B (2,000,000 B: 10.8x) | 92.42 | 92.47 | 92.41 | 9,992 "
+        "| authors' 4-bit | 208,263 B (2,000,000 B: 9.6x) | 92.42 | 92.47 | 92.41 | 9,992 "
         "(99.92%) | 9,998 (99.98%) |",
-        "| authors' 2-bit | 137,223 B (2,000,000 B: 16.3x) | 90.98 | 90.98 | 90.97 | 9,997 "
+        "| authors' 2-bit | 137,223 B (2,000,000 B: 14.6x) | 90.98 | 90.98 | 90.97 | 9,997 "
         "(99.97%) | 9,996 (99.96%) |",
         "| our 2-bit | 100,000 B (2,000,000 B: 20.0x) | 90.10 | 90.00 | 90.05 | 9,990 (99.90%) "
         "| 9,995 (99.95%) |", end, lookalike, ""])
@@ -364,15 +353,15 @@ def test_export_tables_are_read_from_the_logs_and_fill_only_their_blocks(tmp_pat
     assert onnx_doc[7] == "| our 2-bit | 300,000 B / 310,000 B (2,000,000 B) | 90.10 | 77.77 | " \
                           "90.00 | 90.05 | 9,990 (99.90%) | 9,995 (99.95%) | 9,994 (99.94%) |"
     assert onnx_doc[0] == "# onnx.md" and onnx_doc[-1] == lookalike and len(onnx_doc) == 10
-    # a log without its result line: one error naming it, and neither doc rewritten
+    # a summary without its run's entry: one error naming it, and neither doc rewritten
     before = {doc: (docs / doc).read_text() for doc in ("export.md", "onnx.md")}
-    (onnx / "ours_2bit.txt").write_text("wrote /tmp/t/ours_2bit.onnx: interrupted\n")
+    (onnx / "ours_2bit.json").write_text(json.dumps({"onnx": {"bytes": 1}}))
     proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
-    assert_one_line_error(proc, r"^error: .*ours_2bit\.txt has no line matching")
+    assert_one_line_error(proc, r"^error: .*ours_2bit\.json has no ort entry")
     assert {doc: (docs / doc).read_text() for doc in before} == before
 
 
-def test_the_docs_export_tables_are_the_committed_logs():
+def test_the_docs_export_tables_are_the_committed_summaries():
     from tools.export_tables import TABLES, markers, table
     for name, (*_, doc) in TABLES.items():
         begin, end = markers(name)

@@ -6,14 +6,16 @@
 #
 #   bash tools/export_checks.sh models [NAME...]    list them, one line each: NAME CHECKPOINT BIT
 #   bash tools/export_checks.sh integer [NAME...]   integer codes (.apot) and the shift-add path:
-#                                                   result/int_res20/<name>{.apot,_export.txt,_infer.txt}
+#                                                   result/int_res20/<name>{.apot,_export.txt,
+#                                                   _infer.txt,.json}
 #   bash tools/export_checks.sh onnx [NAME...]      ONNX in both exact forms (float convs on
 #                                                   integers, the default; ConvInteger) under ONNX
 #                                                   Runtime's default optimizations:
-#                                                   result/onnx_res20/<name>{,_integer}.txt
+#                                                   result/onnx_res20/<name>{,_integer}.{txt,json}
 #
 # NAMEs (e.g. ours_2bit) select models, in the order given; a name not in the list is an error
-# before anything runs. The docs' tables are rewritten from every log either way.
+# before anything runs. Each .txt is what the commands print, each .json the same numbers for
+# programs (--summary); the docs' tables are rewritten from every .json either way.
 set -euo pipefail
 data=${APOT_DATA:-../shared/data}
 models() {
@@ -41,17 +43,21 @@ select_models() {  # every name is checked before any line is printed
 }
 integer() {  # name checkpoint bit
   local out=result/int_res20
-  python CIFAR/export.py export "$2" --bit "$3" --out "$out/$1.apot" > "$out/$1_export.txt"
+  rm -f "$out/$1.json"
+  python CIFAR/export.py export "$2" --bit "$3" --out "$out/$1.apot" --summary "$out/$1.json" \
+    > "$out/$1_export.txt"
   python CIFAR/export.py infer "$out/$1.apot" --data "$data/cifar10" --compare "$2" --float64 \
-    --no-progress > "$out/$1_infer.txt"
+    --no-progress --summary "$out/$1.json" > "$out/$1_infer.txt"
 }
 onnx() {  # name checkpoint bit; the .onnx files are not kept
   local convs log
   for convs in exact integer; do
-    log=result/onnx_res20/$1$([ $convs = exact ] || echo _integer).txt
-    python CIFAR/export.py onnx "$2" --bit "$3" --convs $convs --out "$tmp/$1.onnx" > "$log"
+    log=result/onnx_res20/$1$([ $convs = exact ] || echo _integer)
+    rm -f "$log.json"
+    python CIFAR/export.py onnx "$2" --bit "$3" --convs $convs --out "$tmp/$1.onnx" \
+      --summary "$log.json" > "$log.txt"
     python CIFAR/export.py ort "$tmp/$1.onnx" --data "$data/cifar10" --compare "$2" --bit "$3" \
-      --float64 --no-progress >> "$log"
+      --float64 --no-progress --summary "$log.json" >> "$log.txt"
   done
 }
 command=${1:-}

@@ -1,5 +1,6 @@
-"""The integer-export and ONNX tables of docs/export.md and docs/onnx.md, read from the logs
-that `tools/export_checks.sh integer` and `onnx` write (result/int_res20/, result/onnx_res20/).
+"""The integer-export and ONNX tables of docs/export.md and docs/onnx.md, read from the JSON
+summaries (export.py --summary) that `tools/export_checks.sh integer` and `onnx` write beside
+their logs (result/int_res20/<name>.json, result/onnx_res20/<name>{,_integer}.json).
 
     python tools/export_tables.py [--logs result] [--docs docs]
     python tools/export_tables.py --update    # rewrites only the two docs' marked blocks
@@ -11,6 +12,7 @@ one) and of the float fake-quant model in float32 and in float64, and how many p
 agree with each.
 """
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -19,8 +21,6 @@ from tools.docblock import update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 WHO = {"authors": "authors'", "ours": "our"}
-FLOAT = (r"^{} fake-quant model: top-1 (\d+\.\d\d); predictions agree on (\d+) of \d+ "
-         r"\((\d+\.\d\d)%\)")
 
 
 def markers(name):
@@ -28,16 +28,8 @@ def markers(name):
             f"<!-- /{name}-table -->")
 
 
-def search(pattern, text, path):
-    match = re.search(pattern, text, re.M)
-    if match is None:
-        raise SystemExit(f"error: {path} has no line matching {pattern!r}: rerun the script "
-                         "that wrote it")
-    return match
-
-
-def model_logs(folder, suffix):
-    """(label, log path) of every model logged in folder, the authors' first, 4 bits first."""
+def model_summaries(folder, suffix):
+    """(label, summary path) of every model in folder, the authors' first, 4 bits first."""
     found = []
     for path in folder.glob(f"*{suffix}"):
         m = re.fullmatch(rf"(authors|ours)_(\d)bit{re.escape(suffix)}", path.name)
@@ -47,42 +39,52 @@ def model_logs(folder, suffix):
     return [(label, path) for _, label, path in sorted(found)]
 
 
-def agreement_cells(text, path):
+def read_summary(path, *commands):
+    """The entries of these commands in a --summary file."""
+    summary = json.loads(path.read_text())
+    missing = [c for c in commands if c not in summary]
+    if missing:
+        raise SystemExit(f"error: {path} has no {' or '.join(missing)} entry: rerun "
+                         "tools/export_checks.sh for this model")
+    return [summary[c] for c in commands]
+
+
+def top1(counts):
+    return f"{100 * counts['correct'] / counts['images']:.2f}"
+
+
+def agreement(counts, reference):
+    agree = counts[reference]["agree"]
+    return f"{agree:,} ({100 * agree / counts['images']:.2f}%)"
+
+
+def agreement_cells(counts):
     """Top-1 of the fake-quant model in float32 and in float64, then how many predictions agree
     with each."""
-    runs = [search(FLOAT.format(label), text, path).groups() for label in ("float", "float64")]
-    return ([top1 for top1, _, _ in runs]
-            + [f"{int(agree):,} ({share}%)" for _, agree, share in runs])
+    return ([top1(dict(counts[ref], images=counts["images"])) for ref in ("float", "float64")]
+            + [agreement(counts, ref) for ref in ("float", "float64")])
 
 
-def integer_row(label, infer_log):
-    export_log = infer_log.with_name(infer_log.name.replace("_infer.txt", "_export.txt"))
-    size = search(r"^wrote .*: ([\d,]+) bytes \(float checkpoint .*: ([\d,]+) bytes, "
-                  r"(\d+\.\d)x larger\)$", export_log.read_text(), export_log)
-    text = infer_log.read_text()
-    top1 = search(r"^integer path: top-1 (\d+\.\d\d) on", text, infer_log).group(1)
-    return [label, f"{size[1]} B ({size[2]} B: {size[3]}x)", top1,
-            *agreement_cells(text, infer_log)]
+def integer_row(label, path):
+    export, infer = read_summary(path, "export", "infer")
+    size = (f"{export['bytes']:,} B ({export['checkpoint_bytes']:,} B: "
+            f"{export['checkpoint_bytes'] / export['bytes']:.1f}x)")
+    return [label, size, top1(infer), *agreement_cells(infer)]
 
 
-def onnx_row(label, log):
-    """The exact graph's log and, beside it, the ConvInteger graph's (<name>_integer.txt)."""
-    logs = (log, log.with_name(f"{log.stem}_integer.txt"))
-    texts = [path.read_text() for path in logs]
-    sizes = [search(r"^wrote .*: ([\d,]+) bytes, .*\(float checkpoint .*: ([\d,]+) bytes\)$",
-                    text, path) for text, path in zip(texts, logs)]
-    top1s = [search(r"^ONNX Runtime: top-1 (\d+\.\d\d) on", text, path).group(1)
-             for text, path in zip(texts, logs)]
-    cells = agreement_cells(texts[0], log)
-    integer_agree = agreement_cells(texts[1], logs[1])[3]
-    return [label, f"{sizes[0][1]} B / {sizes[1][1]} B ({sizes[0][2]} B)", *top1s, *cells,
-            integer_agree]
+def onnx_row(label, path):
+    """The exact graph's summary and, beside it, the ConvInteger graph's (<name>_integer.json)."""
+    (exact, exact_run), (integer, integer_run) = (
+        read_summary(p, "onnx", "ort") for p in (path, path.with_name(f"{path.stem}_integer.json")))
+    size = f"{exact['bytes']:,} B / {integer['bytes']:,} B ({exact['checkpoint_bytes']:,} B)"
+    return [label, size, top1(exact_run), top1(integer_run), *agreement_cells(exact_run),
+            agreement(integer_run, "float64")]
 
 
 class Table(NamedTuple):
     folder: str  # under --logs
-    suffix: str  # how the one log per model ends
-    row: Callable  # (label, log path) -> the row's cells
+    suffix: str  # how the one summary per model ends
+    row: Callable  # (label, summary path) -> the row's cells
     header: str
     doc: str  # under --docs
 
@@ -91,9 +93,9 @@ class Table(NamedTuple):
 REFERENCES = ("fake-quant top-1, float32 | fake-quant top-1, float64 | predictions agree with "
               "float32 | predictions agree with float64 |")
 TABLES = {
-    "integer": Table("int_res20", "_infer.txt", integer_row, "| checkpoint | file size (float "
+    "integer": Table("int_res20", ".json", integer_row, "| checkpoint | file size (float "
                      "checkpoint) | integer path top-1 | " + REFERENCES, "export.md"),
-    "onnx": Table("onnx_res20", ".txt", onnx_row, "| checkpoint | ONNX file, exact / ConvInteger "
+    "onnx": Table("onnx_res20", ".json", onnx_row, "| checkpoint | ONNX file, exact / ConvInteger "
                   "(float checkpoint) | ONNX Runtime top-1, exact | ONNX Runtime top-1, "
                   "ConvInteger | " + REFERENCES.replace("predictions agree", "exact agrees")
                   + " ConvInteger agrees with float64 |", "onnx.md"),
@@ -102,9 +104,11 @@ TABLES = {
 
 def table(name, logs):
     t = TABLES[name]
-    rows = [t.row(label, path) for label, path in model_logs(Path(logs) / t.folder, t.suffix)]
+    rows = [t.row(label, path)
+            for label, path in model_summaries(Path(logs) / t.folder, t.suffix)]
     if not rows:
-        raise SystemExit(f"error: no model logs in {Path(logs) / t.folder}: run its run.sh first")
+        raise SystemExit(f"error: no model summaries in {Path(logs) / t.folder}: run "
+                         "tools/export_checks.sh first")
     rule = "|---" * (t.header.count("|") - 1) + "|"
     lines = [t.header, rule] + ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -119,7 +123,7 @@ def main(argv=None):
     p.add_argument("--update", action="store_true",
                    help="write each table into its doc's marked block instead of printing it")
     args = p.parse_args(argv)
-    tables = {name: table(name, args.logs) for name in TABLES}  # every log read before writing
+    tables = {name: table(name, args.logs) for name in TABLES}  # all read before writing
     for name, text in tables.items():
         if args.update:
             doc = args.docs / TABLES[name].doc
