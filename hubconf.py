@@ -15,14 +15,12 @@ import re as _re
 
 import torch as _torch
 
+from apot.runfolder import stage_name as _stage_name
+
 dependencies = ["torch", "torchvision"]
 
 _REFERENCE = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "result", "reference")
 _TRAINED = {"res20": (32, 4, 3, 2)}  # the networks and bit-widths whose chain has finished
-
-
-def _stage(bit):
-    return "FP32" if bit == 32 else f"{bit}-bit"
 
 
 def _weights_path(arch, bit):
@@ -31,22 +29,15 @@ def _weights_path(arch, bit):
         raise ValueError(f"no trained {arch} model at bit={bit!r}: we have {have}")
     path = _os.path.join(_REFERENCE, f"{arch}_{bit}bit", "model_best.pth.tar")
     if not _os.path.isfile(path):
-        raise FileNotFoundError(f"the {arch} {_stage(bit)} weights are missing: {path} (a "
+        raise FileNotFoundError(f"the {arch} {_stage_name(bit)} weights are missing: {path} (a "
                                 "partial clone? they are committed in result/reference/)")
     return path
 
 
-def _state_dict(path):
-    """A checkpoint's weights (read with weights_only), without DataParallel's 'module.'."""
-    ckpt = _torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state_dict")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
 def _load(model, path):
-    missing, unexpected = model.load_state_dict(_state_dict(path), strict=False)
+    from apot.checkpoint import load_checkpoint, strip_module_prefix
+    state_dict = strip_module_prefix(load_checkpoint(path)["state_dict"])
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path} does not fit this model ({len(missing)} keys missing, "
                          f"{len(unexpected)} unexpected; first: {(missing + unexpected)[0]}): "
@@ -75,7 +66,7 @@ def _recipe_line(arch, bit):
     except (OSError, ValueError, KeyError) as e:
         return f"    bit={bit}: log unreadable here ({type(e).__name__})"
     init = _re.search(r"_(\d+)bit", args.get("init", ""))
-    start = f", from the {_stage(int(init.group(1)))} model" if init else ", from scratch"
+    start = f", from the {_stage_name(int(init.group(1)))} model" if init else ", from scratch"
     # model_best.pth.tar holds the first epoch that reached the best (strictly higher replaces)
     return (f"    bit={bit}: test top-1 {max(acc):.2f} (epoch {acc.index(max(acc))} of "
             f"{args['epochs']}); lr {args['lr']}, weight decay {args['weight_decay']}{start}")
