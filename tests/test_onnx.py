@@ -317,7 +317,8 @@ def test_exact_graph_equals_conv_integer_graph_unoptimized_on_authors_checkpoint
 def test_benchmark_reports_every_model_at_every_batch_asked_for(tmp_path, monkeypatch, capsys):
     from tools import bench_onnx
     monkeypatch.chdir(tmp_path)
-    bench_onnx.main(["--seconds", "0.05", "--batches", "1", "3", "--profile"])
+    bench_onnx.main(["--seconds", "0.05", "--batches", "1", "3", "--profile", "--summary",
+                     str(tmp_path.parent / "bench.json")])
     stdout = capsys.readouterr().out
     rows = [line.split() for line in stdout.splitlines() if line[:5].strip() in ("1", "3")]
     assert [(r[0], " ".join(r[1:-2])) for r in rows] == [
@@ -330,6 +331,11 @@ def test_benchmark_reports_every_model_at_every_batch_asked_for(tmp_path, monkey
     assert {"exact", "batch", "3", "Conv", "Gather", "Ceil"} <= exact
     assert {"no", "lookup", "Conv", "Ceil"} <= bound and not {"Gather", "ConvInteger"} & bound
     assert list(tmp_path.iterdir()) == []  # the profiler's file is not left behind
+    summary = json.loads((tmp_path.parent / "bench.json").read_text())  # what was printed
+    printed = {(r[0], " ".join(r[1:-2])): r[-2] for r in rows}
+    assert {(b, m): f"{rate:.1f}" for b, rates in summary["images_per_second"].items()
+            for m, rate in rates.items()} == printed
+    assert summary["bit"] == 4 and summary["profile_ms"]["APoT ONNX, exact"]["batch"] == 3
 
 
 def test_the_no_lookup_bound_is_the_exact_graph_less_its_lookup():

@@ -331,10 +331,19 @@ def test_export_tables_are_read_from_the_summaries_and_fill_only_their_blocks(tm
         (onnx / f"{name}_integer.json").write_text(json.dumps({
             "onnx": dict(files, file="/tmp/t.onnx", bytes=310_000), "ort": integer}))
     (ints / "notes.json").write_text("{}")  # not a model's
+    models_speed = {"1": [400.0, 200.0, 300.0, 1000.0, 90.0, 700.0],
+                    "100": [1049.5, 210.0, 460.0, 2000.0, 570.0, 1500.0]}
+    names = ["APoT ONNX, exact", "APoT ONNX, ConvInteger int8", "APoT ONNX, ConvInteger uint8",
+             "FP32 ONNX", "PyTorch fake-quant", "bound: exact, no lookup"]
+    (onnx / "bench_2bit.json").write_text(json.dumps({"bit": 2, "images_per_second": {
+        b: dict(zip(names, rates)) for b, rates in models_speed.items()}}))
     lookalike = "| authors' 4-bit | 1 B | 0.00 | 0.00 | none |"
     for doc, name in (("export.md", "integer"), ("onnx.md", "onnx")):
         begin, end = markers(name)
         (docs / doc).write_text(f"# {doc}\n{lookalike}\n{begin}\nold\n{end}\n{lookalike}\n")
+    speed_begin, speed_end = markers("onnx-speed")
+    with open(docs / "onnx.md", "a") as f:
+        f.write(f"{speed_begin}\nold\n{speed_end}\n")
     proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     begin, end = markers("integer")
@@ -352,7 +361,12 @@ def test_export_tables_are_read_from_the_summaries_and_fill_only_their_blocks(tm
     onnx_doc = (docs / "onnx.md").read_text().splitlines()
     assert onnx_doc[7] == "| our 2-bit | 300,000 B / 310,000 B (2,000,000 B) | 90.10 | 77.77 | " \
                           "90.00 | 90.05 | 9,990 (99.90%) | 9,995 (99.95%) | 9,994 (99.94%) |"
-    assert onnx_doc[0] == "# onnx.md" and onnx_doc[-1] == lookalike and len(onnx_doc) == 10
+    assert onnx_doc[0] == "# onnx.md" and onnx_doc[9] == lookalike and len(onnx_doc) == 16
+    assert onnx_doc[13:15] == [  # the exact graph at the largest batch in bold
+        "| 2 | 1 | 400 (0.40x) | 200 (0.20x) | 300 (0.30x) | 1,000 (1x) | 90 (0.09x) | "
+        "700 (0.70x) |",
+        "| 2 | 100 | **1,050 (0.52x)** | 210 (0.10x) | 460 (0.23x) | 2,000 (1x) | 570 (0.28x) "
+        "| 1,500 (0.75x) |"]
     # a summary without its run's entry: one error naming it, and neither doc rewritten
     before = {doc: (docs / doc).read_text() for doc in ("export.md", "onnx.md")}
     (onnx / "ours_2bit.json").write_text(json.dumps({"onnx": {"bytes": 1}}))
@@ -362,11 +376,13 @@ def test_export_tables_are_read_from_the_summaries_and_fill_only_their_blocks(tm
 
 
 def test_the_docs_export_tables_are_the_committed_summaries():
-    from tools.export_tables import TABLES, markers, table
-    for name, (*_, doc) in TABLES.items():
+    from tools.export_tables import TABLES, markers, speed_table, table
+    made = {name: (t.doc, table(name, ROOT / "result")) for name, t in TABLES.items()}
+    made["onnx-speed"] = ("onnx.md", speed_table(ROOT / "result"))
+    for name, (doc, text) in made.items():
         begin, end = markers(name)
-        text = (ROOT / "docs" / doc).read_text()
-        assert text.split(begin + "\n")[1].split("\n" + end)[0] == table(name, ROOT / "result")
+        block = (ROOT / "docs" / doc).read_text().split(begin + "\n")[1].split("\n" + end)[0]
+        assert block == text
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ the float twin (the same network with plain FP32 convs) and PyTorch's fake-quant
 batch 1 and 100, measured in one run on the CPU.
 
     python tools/bench_onnx.py [--arch res20] [--bit 4] [--seconds 5] [--batches 1 100] [--profile]
+                               [--summary FILE.json]
 
 The forms: exact float convs on integers (the default export), ConvInteger with int8 and with
 uint8 weights. One more row is not a model: the exact graph with its level lookup cut out (each
@@ -12,7 +13,9 @@ per ONNX op type of the exact graph, with and without the lookup, at the largest
 
 Weights do not change the speed: the models are freshly initialised (BatchNorm statistics as
 initialised). Each configuration runs for about --seconds after a warm-up (which includes the
-quantizers' torch.compile); the figure is the median over five slices of that time.
+quantizers' torch.compile); the figure is the median over five slices of that time. --summary
+writes the printed numbers as JSON (the speed table of docs/onnx.md is made from these files by
+tools/export_tables.py).
 """
 import argparse
 import collections
@@ -25,6 +28,7 @@ import time
 
 import torch
 
+from apot.checkpoint import atomic_write
 from apot.levels import SUPPORTED_BITS
 from apot.onnx_export import to_onnx
 from apot.runfolder import stage_name
@@ -106,6 +110,8 @@ def main(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="also the time per ONNX op type of the exact graph, with and without its "
                         "lookup, at the largest batch")
+    p.add_argument("--summary", default="", metavar="JSON",
+                   help="also write the numbers printed into this JSON file")
     args = p.parse_args(argv)
     import onnxruntime as ort
 
@@ -121,8 +127,11 @@ def main(argv=None):
     sessions = {name: ort.InferenceSession(proto.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
                 for name, proto in protos.items()}
-    print(f"{args.arch}, {stage_name(args.bit)}, 32x32 images, {cpu_name()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+    summary = dict(arch=args.arch, bit=args.bit, cpu=cpu_name(), threads=torch.get_num_threads(),
+                   torch=torch.__version__, onnxruntime=ort.__version__, images_per_second={},
+                   profile_ms={})
+    print(f"{args.arch}, {stage_name(args.bit)}, 32x32 images, {summary['cpu']}, "
+          f"{summary['threads']} threads, torch {torch.__version__}, "
           f"onnxruntime {ort.__version__}")
     print(f"{'batch':>5s} {'model':30s} {'images/s':>10s} {'vs FP32 ONNX':>13s}")
     for batch in args.batches:
@@ -137,14 +146,19 @@ def main(argv=None):
         runs["PyTorch fake-quant"] = fake_quant
         runs["bound: exact, no lookup"] = runs.pop("bound: exact, no lookup")  # the last row
         rates = {name: images_per_second(run, batch, args.seconds) for name, run in runs.items()}
+        summary["images_per_second"][str(batch)] = rates
         for name, rate in rates.items():
             print(f"{batch:5d} {name:30s} {rate:10.1f} {rate / rates['FP32 ONNX']:12.2f}x")
     if args.profile:
         batch = max(args.batches)
         for name in ("APoT ONNX, exact", "bound: exact, no lookup"):
             ms = op_profile(protos[name], torch.randn(batch, 3, 32, 32).numpy())
+            summary["profile_ms"][name] = {"batch": batch, "ops": dict(ms.most_common())}
             print(f"{name}, batch {batch}, ms per run by op type: " + ", ".join(
                 f"{op} {t:.1f}" for op, t in ms.most_common()))
+    if args.summary:
+        atomic_write(args.summary, lambda f: f.write(json.dumps(summary, indent=2) + "\n"),
+                     text=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ One row per model those checks ran (`export_checks.sh models`: the authors' 4/3/
 checkpoints, then each of our finished stages): the file's size beside the float checkpoint's,
 top-1 of the integer model (our .apot path, or ONNX Runtime: the exact graph and the ConvInteger
 one) and of the float fake-quant model in float32 and in float64, and how many predictions
-agree with each.
+agree with each. A third table, the ONNX speed table of docs/onnx.md, comes from
+tools/bench_onnx.py's summaries (result/onnx_res20/bench_<b>bit.json).
 """
 import argparse
 import json
@@ -102,6 +103,41 @@ TABLES = {
 }
 
 
+# the columns of the speed table: bench_onnx.py's model names, in the table's order
+SPEED_COLUMNS = {"APoT ONNX, exact": "exact (default)",
+                 "APoT ONNX, ConvInteger int8": "ConvInteger, int8 weights",
+                 "APoT ONNX, ConvInteger uint8": "ConvInteger, uint8 weights",
+                 "FP32 ONNX": "FP32 ONNX", "PyTorch fake-quant": "PyTorch fake-quant",
+                 "bound: exact, no lookup": "bound: exact without its lookup"}
+
+
+def speed_table(logs):
+    """Images per second and the ratio to the FP32 ONNX model, per bit-width (4, 3, 2) and batch,
+    from bench_onnx.py's summaries (onnx_res20/bench_<b>bit.json); the exact graph at the
+    largest batch in bold."""
+    folder = Path(logs) / "onnx_res20"
+    benches = sorted((json.loads(p.read_text()) for p in folder.glob("bench_*bit.json")),
+                     key=lambda b: -b["bit"])
+    if not benches:
+        raise SystemExit(f"error: no bench_<b>bit.json in {folder}: run tools/bench_onnx.py "
+                         "--summary first")
+    lines = ["| bits | batch | " + " | ".join(SPEED_COLUMNS.values()) + " |",
+             "|---" * (len(SPEED_COLUMNS) + 2) + "|"]
+    for bench in benches:
+        batches = sorted(bench["images_per_second"], key=int)
+        for batch in batches:
+            rates = bench["images_per_second"][batch]
+            cells = []
+            for name in SPEED_COLUMNS:
+                rate, fp32 = rates[name], rates["FP32 ONNX"]
+                ratio = "1x" if name == "FP32 ONNX" else f"{rate / fp32:.2f}x"
+                cell = f"{rate:,.0f} ({ratio})"
+                bold = name == "APoT ONNX, exact" and batch == batches[-1]
+                cells.append(f"**{cell}**" if bold else cell)
+            lines.append(f"| {bench['bit']} | {batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(name, logs):
     t = TABLES[name]
     rows = [t.row(label, path)
@@ -124,9 +160,11 @@ def main(argv=None):
                    help="write each table into its doc's marked block instead of printing it")
     args = p.parse_args(argv)
     tables = {name: table(name, args.logs) for name in TABLES}  # all read before writing
+    tables["onnx-speed"] = speed_table(args.logs)
+    docs = {name: t.doc for name, t in TABLES.items()} | {"onnx-speed": "onnx.md"}
     for name, text in tables.items():
         if args.update:
-            doc = args.docs / TABLES[name].doc
+            doc = args.docs / docs[name]
             update_block(doc, text, *markers(name))
             print(f"updated the {name} table of {doc}")
         else:
