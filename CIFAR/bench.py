@@ -20,13 +20,17 @@ Runs on the GPU when there is one (--device cpu to force the CPU), in IEEE FP32 
 The last line is the step ratio: `<b>-bit/FP32 step ratio: X.XX`.
 With --layouts BIT...: only the training step of each of these models in NCHW against
 channels_last (main.py --no-channels-last / --channels-last), all interleaved.
+--summary FILE also writes the numbers printed as JSON (docs/speed.md's CPU tables are made
+from result/cpu_speed/*.json by tools/speed_tables.py).
 """
 import argparse
+import json
 import statistics
 from functools import partial
 
 import torch
 
+from apot.checkpoint import atomic_write
 from apot.devices import RunContext, set_float32_arithmetic
 from apot.levels import SUPPORTED_BITS, activation_levels
 from apot.projection import maybe_compile, midpoints, project
@@ -101,6 +105,7 @@ def report_layouts(arch, bits, steps, batch, device, extra):
         nchw, last = times[(b, "NCHW")], times[(b, "channels_last")]
         print(f"{stage_name(b)}: NCHW {nchw * 1e3:.0f} ms, channels_last {last * 1e3:.0f} ms: "
               f"channels_last/NCHW {last / nchw:.2f}")
+    return {str(b): {name: times[(b, name)] * 1e3 for name in layouts} for b in bits}
 
 
 def epoch_times(arch, bit, epochs, device, extra):
@@ -161,6 +166,7 @@ def data_epoch_time(data_dir, batch, device):
 
 
 def report_epochs(times, steps, bit):
+    """Prints each model's epochs; returns {bit: [seconds of each epoch]}."""
     for b, t in times.items():
         name = stage_name(b)
         rest = statistics.median(t[1:]) if len(t) > 1 else t[0]
@@ -170,6 +176,7 @@ def report_epochs(times, steps, bit):
     if len(times[32]) > 1:
         ratio = statistics.median(times[bit][1:]) / statistics.median(times[32][1:])
         print(f"{bit}-bit/FP32 epoch ratio: {ratio:.2f}")
+    return {str(b): t for b, t in times.items()}
 
 
 def main(argv=None):
@@ -186,6 +193,8 @@ def main(argv=None):
                    help="time the models as main.py --compile-model runs them")
     p.add_argument("--bn-groups", default=1, type=int, metavar="K",
                    help="time the models as main.py --bn-groups K trains them")
+    p.add_argument("--summary", default="", metavar="JSON",
+                   help="also write the numbers printed into this JSON file")
     p.add_argument("--layouts", nargs="+", type=int, metavar="BIT",
                    choices=[*SUPPORTED_BITS, 32],
                    help="only time these models' steps in NCHW against channels_last")
@@ -199,8 +208,12 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {where}, {args.arch}, batch {args.batch}"
           + (f", --bn-groups {args.bn_groups}" if args.bn_groups > 1 else "")
           + (", whole model compiled (--compile-model)" if args.compile_model else ""))
+    summary = dict(torch=torch.__version__, where=where, arch=args.arch, batch=args.batch,
+                   bn_groups=args.bn_groups, compile_model=args.compile_model, steps=args.steps)
     if args.layouts:
-        return report_layouts(args.arch, args.layouts, args.steps, args.batch, device, extra)
+        summary["layout_step_ms"] = report_layouts(args.arch, args.layouts, args.steps,
+                                                   args.batch, device, extra)
+        return write_summary(args.summary, summary)
 
     ours, brute, differ = projection_times(args.bit, device)
     print(f"projection of a 128x16x32x32 tensor onto {2**args.bit} levels: "
@@ -215,9 +228,21 @@ def main(argv=None):
           f"of an FP32 epoch's {steps} steps ({fp32 * steps:.0f} s)")
     print(f"training step: FP32 {fp32 * 1e3:.0f} ms, {args.bit}-bit {quant * 1e3:.0f} ms "
           f"(median of {args.steps} interleaved steps each)")
+    summary.update(bit=args.bit, projection_ms=dict(ours=ours * 1e3, brute_force=brute * 1e3,
+                                                    differ=differ),
+                   step_ms={"32": fp32 * 1e3, str(args.bit): quant * 1e3},
+                   batches_epoch_s=data, steps_per_epoch=steps, batches_source=source)
     if args.epochs:
-        report_epochs(*epoch_times(args.arch, args.bit, args.epochs, device, extra), args.bit)
+        summary["epoch_s"] = report_epochs(*epoch_times(args.arch, args.bit, args.epochs, device,
+                                                        extra), args.bit)
     print(f"{args.bit}-bit/FP32 step ratio: {quant / fp32:.2f}")
+    write_summary(args.summary, summary)
+
+
+def write_summary(path, summary):
+    """--summary: the numbers printed, as JSON (docs/speed.md's tables are made from these)."""
+    if path:
+        atomic_write(path, lambda f: f.write(json.dumps(summary, indent=2) + "\n"), text=True)
 
 
 if __name__ == "__main__":

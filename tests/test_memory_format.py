@@ -100,12 +100,18 @@ def test_the_layout_is_recorded_and_a_resume_may_not_change_it(tiny_cifar, tmp_p
     assert torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)["epoch"] == 2
 
 
-def test_bench_times_both_layouts_of_every_model_asked_for(capsys):
+def test_bench_times_both_layouts_of_every_model_asked_for(capsys, tmp_path):
     from CIFAR import bench
     bench.main(["--arch", "res20", "--layouts", "32", "2", "--steps", "1", "--batch", "8",
-                "--bn-groups", "2", "--device", "cpu"])
+                "--bn-groups", "2", "--device", "cpu", "--summary", str(tmp_path / "s.json")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("res20, batch 8, --bn-groups 2")
-    pattern = r"NCHW \d+ ms, channels_last \d+ ms: channels_last/NCHW \d+\.\d\d"
+    pattern = r"NCHW (\d+) ms, channels_last (\d+) ms: channels_last/NCHW \d+\.\d\d"
     assert [line.split(":")[0] for line in lines[-2:]] == ["FP32", "2-bit"]
-    assert all(re.search(pattern, line) for line in lines[-2:])
+    found = [re.search(pattern, line) for line in lines[-2:]]
+    assert all(found)
+    summary = json.loads((tmp_path / "s.json").read_text())  # the numbers printed, for programs
+    assert {b: [f"{ms:.0f}" for ms in layouts.values()]
+            for b, layouts in summary["layout_step_ms"].items()} == {
+        "32": list(found[0].groups()), "2": list(found[1].groups())}
+    assert (summary["arch"], summary["batch"], summary["bn_groups"]) == ("res20", 8, 2)

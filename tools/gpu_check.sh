@@ -8,7 +8,8 @@
 # 2. main.py -e on the authors' ResNet-20 checkpoints ($APOT_DATA/apot-official-res20, CIFAR-10
 #    in $APOT_DATA/cifar10, default ../shared/data): the README's numbers, up to GPU rounding;
 # 3. CIFAR/bench.py --epochs 3 (whole epochs on random images, FP32 and 4-bit): as main.py
-#    trains by default, with --tf32, and with --compile-model (minutes of compilation first).
+#    trains by default, with --tf32, and with --compile-model (minutes of compilation first),
+#    each also as JSON: gpu_bench.json, gpu_benchtf32.json, gpu_benchcompilemodel.json.
 set -euo pipefail
 data=${APOT_DATA:-../shared/data}
 export PYTHONUNBUFFERED=1
@@ -25,7 +26,8 @@ quiet() { grep --line-buffered -v Warning || true; }
   for flags in "" "--tf32" "--compile-model"; do
     echo "== CIFAR/bench.py --steps 30 --epochs 3 $flags"
     start=$SECONDS
-    python CIFAR/bench.py --steps 30 --epochs 3 $flags 2>&1 | quiet
+    python CIFAR/bench.py --steps 30 --epochs 3 $flags \
+      --summary "gpu_bench$(tr -d ' -' <<< "$flags").json" 2>&1 | quiet
     echo "($((SECONDS - start)) s)"
   done
 } 2>&1 | tee "${1:-gpu_check.txt}"
