@@ -4,6 +4,7 @@ reference numbers typed once."""
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -412,6 +413,15 @@ def test_export_checks_list_the_authors_and_our_finished_stages_or_only_the_name
         proc = bash("tools/export_checks.sh", command, "ours_5bit")
         assert_one_line_error(proc, r"^error: no model named 'ours_5bit'")
     assert_one_line_error(bash("tools/export_checks.sh", "float"), r"^error: usage: ")
+    # ResNet-56: no released checkpoints, and ours only once a quantized stage has finished
+    finished = subprocess.run([sys.executable, "tools/results_table.py", "--arch", "res56",
+                               "--finished"], cwd=ROOT, capture_output=True, text=True).stdout
+    if finished.split() in ([], ["32"]):
+        assert models("--arch", "res56").stdout == ""
+        assert_one_line_error(bash("tools/export_checks.sh", "integer", "--arch", "res56"),
+                              r"^error: no res56 model to export yet")
+    assert_one_line_error(bash("tools/export_checks.sh", "onnx", "--arch", "res32"),
+                          r"^error: --arch takes res20 or res56, got 'res32'")
 
 
 def test_the_readme_layout_table_names_every_module():
