@@ -511,3 +511,25 @@ def test_the_docs_speed_tables_are_the_committed_summaries():
         begin, end = markers(name)
         block = text.split(begin + "\n")[1].split("\n" + end)[0]
         assert block == make(json.loads((ROOT / "result" / "cpu_speed" / file).read_text()))
+
+
+def test_faithfulness_table_is_made_from_the_summaries(tmp_path):
+    import json
+    from tools.faithfulness import MARKERS, main, table
+    cpu = {"column": "ours, CPU", "results": {
+        b: {"stored": s, "top1": t} for b, s, t in (("32", 92.96, 92.96), ("4", 92.47, 92.5),
+                                                    ("3", 92.51, 92.5), ("2", 90.96, 90.949))}}
+    gpu = {"column": "ours, GPU", "results": {b: {"top1": 90.0 + i} for i, b in
+                                              enumerate(("32", "4", "3", "2"))}}
+    assert table([cpu, gpu]).splitlines() == [
+        "| checkpoint | stored by the authors | ours, CPU | ours, GPU |", "|---|---|---|---|",
+        "| FP32 | 92.96 | 92.96 | 90.00 |", "| 4-bit | 92.47 | 92.50 | 91.00 |",
+        "| 3-bit | 92.51 | 92.50 | 92.00 |", "| 2-bit | 90.96 | 90.95 | 93.00 |"]
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(MARKERS[0] + "\n")[1].split("\n" + MARKERS[1])[0]
+    folder = ROOT / "result" / "faithfulness"
+    assert block == table([json.loads((folder / n).read_text()) for n in ("cpu.json", "h200.json")])
+    (tmp_path / "README.md").write_text(f"a\n{MARKERS[0]}\nold\n{MARKERS[1]}\nb\n")
+    proc = run_in_process(main, "--update", tmp_path / "README.md", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "README.md").read_text() == f"a\n{MARKERS[0]}\n{block}\n{MARKERS[1]}\nb\n"
