@@ -166,17 +166,22 @@ def data_epoch_time(data_dir, batch, device):
 
 
 def report_epochs(times, steps, bit):
-    """Prints each model's epochs; returns {bit: [seconds of each epoch]}."""
+    """Prints each model's epochs; returns them for the summary: {"epochs": {bit: {seconds,
+    first, median, stage_minutes}}, "epoch_ratio": b-bit/FP32 median (with 2 or more epochs)}."""
+    epochs = {}
     for b, t in times.items():
         name = stage_name(b)
         rest = statistics.median(t[1:]) if len(t) > 1 else t[0]
         stage = (t[0] + (STAGE_EPOCHS - 1) * rest) / 60
         print(f"{name} epoch ({steps} training steps + test pass): first {t[0]:.1f} s (compilation "
               f"included), then median {rest:.2f} s; a {STAGE_EPOCHS}-epoch stage ~{stage:.1f} min")
+        epochs[str(b)] = dict(seconds=t, first=t[0], median=rest, stage_minutes=stage)
+    summary = {"epochs": epochs}
     if len(times[32]) > 1:
         ratio = statistics.median(times[bit][1:]) / statistics.median(times[32][1:])
         print(f"{bit}-bit/FP32 epoch ratio: {ratio:.2f}")
-    return {str(b): t for b, t in times.items()}
+        summary["epoch_ratio"] = ratio
+    return summary
 
 
 def main(argv=None):
@@ -230,11 +235,11 @@ def main(argv=None):
           f"(median of {args.steps} interleaved steps each)")
     summary.update(bit=args.bit, projection_ms=dict(ours=ours * 1e3, brute_force=brute * 1e3,
                                                     differ=differ),
-                   step_ms={"32": fp32 * 1e3, str(args.bit): quant * 1e3},
+                   step_ms={"32": fp32 * 1e3, str(args.bit): quant * 1e3}, step_ratio=quant / fp32,
                    batches_epoch_s=data, steps_per_epoch=steps, batches_source=source)
     if args.epochs:
-        summary["epoch_s"] = report_epochs(*epoch_times(args.arch, args.bit, args.epochs, device,
-                                                        extra), args.bit)
+        summary.update(report_epochs(*epoch_times(args.arch, args.bit, args.epochs, device,
+                                                  extra), args.bit))
     print(f"{args.bit}-bit/FP32 step ratio: {quant / fp32:.2f}")
     write_summary(args.summary, summary)
 

@@ -115,3 +115,12 @@ def test_bench_times_both_layouts_of_every_model_asked_for(capsys, tmp_path):
             for b, layouts in summary["layout_step_ms"].items()} == {
         "32": list(found[0].groups()), "2": list(found[1].groups())}
     assert (summary["arch"], summary["batch"], summary["bn_groups"]) == ("res20", 8, 2)
+
+
+def test_bench_epoch_summary_holds_the_medians_and_projection_it_prints(capsys):
+    from CIFAR.bench import report_epochs
+    summary = report_epochs({32: [10.0, 2.0, 4.0], 4: [30.0, 5.0, 6.0, 9.0]}, 391, 4)
+    assert summary["epochs"]["32"] == {"seconds": [10.0, 2.0, 4.0], "first": 10.0, "median": 3.0,
+                                       "stage_minutes": (10 + 299 * 3) / 60}
+    assert summary["epochs"]["4"]["median"] == 6.0 and summary["epoch_ratio"] == 2.0
+    assert capsys.readouterr().out.splitlines()[-1] == "4-bit/FP32 epoch ratio: 2.00"

@@ -473,44 +473,45 @@ def test_reference_numbers_come_from_the_method_docs_table(tmp_path):
 
 def test_speed_tables_are_made_from_the_bench_summaries(tmp_path):
     import json
-    from tools.speed_tables import main, markers
-    (tmp_path / "res20_bench.json").write_text(json.dumps({
+    from tools.speed_tables import compile_step_table, layouts_table, main, ratios_table
+    assert ratios_table({  # 250.4 / 200 and 0.5 s against 200 ms x 391 steps
         "arch": "res20", "batch": 128, "bit": 4, "step_ms": {"32": 200.0, "4": 250.4},
         "projection_ms": {"ours": 1.25, "brute_force": 250.0, "differ": 0},
-        "batches_epoch_s": 0.5, "steps_per_epoch": 391}))
-    (tmp_path / "res56_layouts.json").write_text(json.dumps({
-        "arch": "res56", "batch": 128, "bn_groups": 2, "layout_step_ms": {
-            "32": {"NCHW": 1000.0, "channels_last": 800.4}, "2": {"NCHW": 2000.0,
-                                                              "channels_last": 1500.0}}}))
-    doc = tmp_path / "speed.md"
-    doc.write_text("".join(f"{begin}\nold\n{end}\ntext\n"
-                           for begin, end in (markers("cpu"), markers("layouts"))))
-    proc = run_in_process(main, "--results", tmp_path, "--docs", tmp_path, "--update",
-                          cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    lines = doc.read_text().splitlines()
-    assert lines[3:6] == [  # 250.4 / 200 and 0.5 s against 200 ms x 391 steps
+        "batches_epoch_s": 0.5, "steps_per_epoch": 391}).splitlines()[2:] == [
         "| 4-bit / FP32 ResNet-20 training step (batch 128, built and compiled as `main.py` does) "
         "| **1.25x** (FP32 200 ms, 4-bit 250 ms) |",
         "| our projection vs the authors' brute-force \\|levels\\| x N search (128x16x32x32 "
         "tensor, 16 levels) | **200x** faster (1.25 ms vs 250 ms) |",
         "| making an epoch's batches (shuffle, crop, flip, normalise) vs an FP32 epoch's steps | "
         "**0.6%** |"]
-    assert lines[9:14] == [
+    assert layouts_table({
+        "arch": "res56", "batch": 128, "bn_groups": 2, "layout_step_ms": {
+            "32": {"NCHW": 1000.0, "channels_last": 800.4},
+            "2": {"NCHW": 2000.0, "channels_last": 1500.0}}}).splitlines() == [
         "| ResNet-56 training step, batch 128, `--bn-groups 2` | FP32 | 2-bit |", "|---|---|---|",
         "| NCHW | 1000 ms | 2000 ms |", "| channels_last | 800 ms | 1500 ms |",
         "| channels_last / NCHW | **0.80** | **0.75** |"]
-    assert lines[-1] == "text" and len(lines) == 16
+    assert compile_step_table({"batch": 128, "step_ms": {
+        "quantizers": {"32": 10.0, "4": 30.0}, "cudagraphs": {"32": 5.0, "4": 6.0}}}).splitlines()[
+        -1] == "| `--compile-model` | 5.00 ms | 6.00 ms (**5.0x** faster) |"
+    # every summary is read before anything is written: a missing one changes nothing
+    (tmp_path / "cpu_speed").mkdir()
+    (tmp_path / "cpu_speed" / "res20_bench.json").write_text(json.dumps({}))
+    (tmp_path / "speed.md").write_text("kept\n")
+    proc = run_in_process(main, "--results", tmp_path, "--docs", tmp_path, "--update",
+                          cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*res56_layouts\.json is missing: run CIFAR/bench\.py")
+    assert (tmp_path / "speed.md").read_text() == "kept\n"
 
 
 def test_the_docs_speed_tables_are_the_committed_summaries():
     import json
     from tools.speed_tables import TABLES, markers
     text = (ROOT / "docs" / "speed.md").read_text()
-    for name, (file, make) in TABLES.items():
+    for name, (files, make) in TABLES.items():
         begin, end = markers(name)
         block = text.split(begin + "\n")[1].split("\n" + end)[0]
-        assert block == make(json.loads((ROOT / "result" / "cpu_speed" / file).read_text()))
+        assert block == make(*(json.loads((ROOT / "result" / f).read_text()) for f in files))
 
 
 def test_faithfulness_table_is_made_from_the_summaries(tmp_path):

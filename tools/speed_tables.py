@@ -1,8 +1,11 @@
-"""The CPU tables of docs/speed.md, made from CIFAR/bench.py's JSON summaries (--summary) under
-result/cpu_speed/: the training-step, projection and batch-making ratios of one run
-(res20_bench.json) and the memory formats of the ResNet-56 steps (res56_layouts.json).
+"""The tables of docs/speed.md, made from CIFAR/bench.py's JSON summaries (--summary) under
+result/: on the CPU (cpu_speed/) the training-step, projection and batch-making ratios of one
+run and the memory formats of the ResNet-56 steps; on an H200 (gpu_check/, gpu_speed/) steps
+and epochs, with --tf32 and with --compile-model. The GPU summaries were converted from the
+logs of those runs, which predate --summary (each names its log); tools/gpu_check.sh writes
+new ones.
 
-    python tools/speed_tables.py [--results result/cpu_speed] [--docs docs]
+    python tools/speed_tables.py [--results result] [--docs docs]
     python tools/speed_tables.py --update    # rewrites only docs/speed.md's marked blocks
 """
 import argparse
@@ -52,24 +55,70 @@ def layouts_table(s):
     return "\n".join([head, "|---" * (len(steps) + 1) + "|", *rows, ratio])
 
 
-TABLES = {"cpu": ("res20_bench.json", ratios_table),
-          "layouts": ("res56_layouts.json", layouts_table)}
+def gpu_table(default, tf32):
+    """Steps and epochs of one bench run, and the epochs of one with --tf32."""
+    ms, epochs, fast = default["step_ms"], default["epochs"], tf32["epochs"]
+    return "\n".join([
+        "| what | FP32 | 4-bit | 4-bit / FP32 |", "|---|---|---|---|",
+        f"| training step, batch {default['batch']} (median of {default['steps']}) | "
+        f"{ms['32']:.0f} ms | {ms['4']:.0f} ms | {default['step_ratio']:.2f}x |",
+        "| whole epoch (391 steps + test pass, batches made on the GPU) | "
+        f"{epochs['32']['median']:.2f} s | {epochs['4']['median']:.2f} s | "
+        f"{default['epoch_ratio']:.2f}x |",
+        f"| a 300-epoch stage, projected | ~{epochs['32']['stage_minutes']:.1f} min | "
+        f"~{epochs['4']['stage_minutes']:.1f} min | |",
+        f"| the same with `--tf32` (epoch) | {fast['32']['median']:.2f} s | "
+        f"{fast['4']['median']:.2f} s | {tf32['epoch_ratio']:.2f}x |"])
+
+
+def compile_step_table(modes):
+    """main.py's step with the compiled quantizers against the whole model as CUDA graphs."""
+    q, c = modes["step_ms"]["quantizers"], modes["step_ms"]["cudagraphs"]
+    return "\n".join([
+        f"| training step, batch {modes['batch']} | FP32 | 4-bit |", "|---|---|---|",
+        f"| default (compiled quantizers) | {q['32']:.2f} ms | {q['4']:.2f} ms |",
+        f"| `--compile-model` | {c['32']:.2f} ms | {c['4']:.2f} ms (**{q['4'] / c['4']:.1f}x** "
+        "faster) |"])
+
+
+def compile_epoch_table(default, compiled):
+    """Whole epochs of a bench run without and with --compile-model."""
+    rows = [f"| {name} | {s['epochs']['32']['median']:.2f} s | {s['epochs']['4']['median']:.2f} s "
+            f"| {s['epoch_ratio']:.2f}x |"
+            for name, s in (("default (compiled quantizers)", default),
+                            ("`--compile-model`", compiled))]
+    stage = compiled["epochs"]
+    return "\n".join([
+        "| whole epoch (391 steps + test pass), median of epochs 2-3 | FP32 | 4-bit | "
+        "4-bit / FP32 |", "|---|---|---|---|", *rows,
+        f"| a 300-epoch stage with `--compile-model`, projected | "
+        f"~{stage['32']['stage_minutes']:.1f} min | ~{stage['4']['stage_minutes']:.1f} min | |"])
+
+
+# table -> (its summaries under --results, the function that makes it from them)
+TABLES = {"cpu": (["cpu_speed/res20_bench.json"], ratios_table),
+          "layouts": (["cpu_speed/res56_layouts.json"], layouts_table),
+          "gpu": (["gpu_check/3_h200_bench.json", "gpu_check/3_h200_bench_tf32.json"],
+                  gpu_table),
+          "gpu-compile-step": (["gpu_speed/1_h200.json"], compile_step_table),
+          "gpu-compile-epochs": (["gpu_speed/3b_h200.json", "gpu_speed/3_h200_compile_model.json"],
+                                 compile_epoch_table)}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default=ROOT / "result" / "cpu_speed", type=Path,
-                   help="folder holding the summaries")
+    p.add_argument("--results", default=ROOT / "result", type=Path,
+                   help="folder holding the summaries' folders")
     p.add_argument("--docs", default=ROOT / "docs", type=Path, help="folder holding speed.md")
     p.add_argument("--update", action="store_true",
                    help="write each table into docs/speed.md's marked block instead of printing")
     args = p.parse_args(argv)
-    tables = {}
-    for name, (file, make) in TABLES.items():  # every summary read before anything is written
-        path = args.results / file
-        if not path.is_file():
-            raise SystemExit(f"error: {path} is missing: run CIFAR/bench.py --summary {path}")
-        tables[name] = make(json.loads(path.read_text()))
+    missing = [args.results / f for files, _ in TABLES.values() for f in files
+               if not (args.results / f).is_file()]
+    if missing:
+        raise SystemExit(f"error: {missing[0]} is missing: run CIFAR/bench.py --summary FILE")
+    tables = {name: make(*(json.loads((args.results / f).read_text()) for f in files))
+              for name, (files, make) in TABLES.items()}  # all made before anything is written
     for name, text in tables.items():
         if args.update:
             update_block(args.docs / "speed.md", text, *markers(name))
