@@ -203,6 +203,44 @@ def test_each_architecture_has_its_references_block_and_recorded_set_up(tmp_path
                                 r"CIFAR-10 table has res20 and res56$")
 
 
+def test_stage_table_gives_each_epoch_the_cpu_the_chain_output_names(tmp_path):
+    import json
+    from tools.stage_table import main, markers
+    write_logs(tmp_path, {32: [(90.0, 3600), (90.0, 7200), (90.0, 1800), (90.0, 5400)],
+                          4: [(90.0, 100), (90.0, 300)]}, arch="res56")
+    for bit, lr, wd in ((32, 0.1, 0.0005), (4, 0.04, 3e-05)):
+        (tmp_path / f"res56_{bit}bit" / "args.json").write_text(
+            json.dumps({"lr": lr, "weight_decay": wd}))
+    (tmp_path / "res56_chain.out").write_text(
+        "== chain started 2026-12-02 18:55:21 at 20f3431 on AMD EPYC\n"
+        "== FP32 stage: starting in r/res56_32bit\n"
+        "epoch 0: lr 0.1 ...\nepoch 1: lr 0.1 ...\nepoch 2: lr 0.1 ...\n"
+        # a new clone resumed from epoch 2's committed checkpoint, on another CPU: epoch 2 is
+        # the Xeon's, as its log.csv row is; the 4-bit epoch 1 ran outside the chain
+        "== chain resumed 2026-12-03 00:20:40 at c97811c on Intel Xeon\n"
+        "no GPU found: running on the CPU\nepoch 9: before any stage line, so nobody's\n"
+        "== FP32 stage: continuing r/res56_32bit/checkpoint.pth.tar\n"
+        "epoch 2: lr 0.1 ...\nepoch 3: lr 0.1 ...\n"
+        "== 4-bit stage: starting in r/res56_4bit\nepoch 0: lr 0.04 ...\n")
+    doc = tmp_path / "reproduction.md"
+    begin, end = markers("res56")
+    doc.write_text(f"before\n{begin}\nold\n{end}\nafter\n")
+    proc = run_in_process(main, "--results", tmp_path, "--update", doc, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # medians: AMD 3600, 7200 -> 5400; Xeon 1800, 5400 -> 3600; the stage 4500; 18,000 s = 5 h
+    assert doc.read_text() == (
+        f"before\n{begin}\n"
+        "| stage | lr, wd | epochs logged | CPU: epochs (median s/epoch) | median s/epoch | "
+        "logged hours |\n|---|---|---|---|---|---|\n"
+        "| FP32 | 0.1, 5e-4 | 4 | AMD EPYC: epochs 0-1 (median 5400); Intel Xeon: epochs 2-3 "
+        "(median 3600) | 4500 | 5.0 |\n"
+        "| 4-bit | 0.04, 3e-5 | 2 | Intel Xeon: epochs 0 (median 100); not recorded: epochs 1 "
+        f"(median 300) | 200 | 0.1 |\n{end}\nafter\n")
+    proc = run_in_process(main, "--results", tmp_path / "reslut", "--update", doc, cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: --results .*reslut is not a folder$")
+    assert "| FP32 | 0.1, 5e-4 | 4 |" in doc.read_text()
+
+
 def test_a_log_longer_than_the_stage_is_refused(tmp_path):
     from tools.plot_curves import main as plot_main
     from tools.results_table import BEGIN, END, main
