@@ -378,14 +378,14 @@ def test_export_tables_are_read_from_the_summaries_and_fill_only_their_blocks(tm
         b: dict(zip(names, rates)) for b, rates in models_speed.items()}}))
     lookalike = "| authors' 4-bit | 1 B | 0.00 | 0.00 | none |"
     for doc, name in (("export.md", "integer"), ("onnx.md", "onnx")):
-        begin, end = markers(name)
+        begin, end = markers(name, "res20")
         (docs / doc).write_text(f"# {doc}\n{lookalike}\n{begin}\nold\n{end}\n{lookalike}\n")
     speed_begin, speed_end = markers("onnx-speed")
     with open(docs / "onnx.md", "a") as f:
         f.write(f"{speed_begin}\nold\n{speed_end}\n")
     proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    begin, end = markers("integer")
+    begin, end = markers("integer", "res20")
     assert (docs / "export.md").read_text() == "\n".join([
         "# export.md", lookalike, begin,
         "| checkpoint | file size (float checkpoint) | integer path top-1 | fake-quant top-1, "
@@ -406,6 +406,24 @@ def test_export_tables_are_read_from_the_summaries_and_fill_only_their_blocks(tm
         "700 (0.70x) |",
         "| 2 | 100 | **1,050 (0.52x)** | 210 (0.10x) | 460 (0.23x) | 2,000 (1x) | 570 (0.28x) "
         "| 1,500 (0.75x) |"]
+    # ResNet-56's integer checks ran (its ONNX ones not yet): its own block, after ResNet-20's
+    (tmp_path / "int_res56").mkdir()
+    (tmp_path / "int_res56" / "ours_4bit.json").write_text(json.dumps({
+        "export": dict(files, file="x/ours_4bit.apot", bytes=500_000),
+        "infer": summary_counts(9401, 9400, 9999, 9402, 9998)}))
+    res20_doc = (docs / "export.md").read_text()
+    proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
+    assert_one_line_error(proc, r"^error: .*export\.md needs exactly one '<!-- integer-table "
+                                r"res56: made by tools/export_tables\.py --update -->' line")
+    begin56, end56 = markers("integer", "res56")
+    with open(docs / "export.md", "a") as f:
+        f.write(f"{begin56}\nold\n{end56}\n")
+    proc = run_in_process(main, "--logs", tmp_path, "--docs", docs, "--update", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (docs / "export.md").read_text() == res20_doc + "\n".join([
+        begin56, *res20_doc.splitlines()[3:5],
+        "| our 4-bit | 500,000 B (2,000,000 B: 4.0x) | 94.01 | 94.00 | 94.02 | 9,999 (99.99%) "
+        "| 9,998 (99.98%) |", end56, ""])
     # a summary without its run's entry: one error naming it, and neither doc rewritten
     before = {doc: (docs / doc).read_text() for doc in ("export.md", "onnx.md")}
     (onnx / "ours_2bit.json").write_text(json.dumps({"onnx": {"bytes": 1}}))
@@ -415,11 +433,12 @@ def test_export_tables_are_read_from_the_summaries_and_fill_only_their_blocks(tm
 
 
 def test_the_docs_export_tables_are_the_committed_summaries():
-    from tools.export_tables import TABLES, markers, speed_table, table
-    made = {name: (t.doc, table(name, ROOT / "result")) for name, t in TABLES.items()}
-    made["onnx-speed"] = ("onnx.md", speed_table(ROOT / "result"))
-    for name, (doc, text) in made.items():
-        begin, end = markers(name)
+    from tools.export_tables import TABLES, checked_archs, markers, speed_table, table
+    made = {(name, arch): (t.doc, table(name, arch, ROOT / "result"))
+            for name, t in TABLES.items() for arch in checked_archs(name, ROOT / "result")}
+    made["onnx-speed", ""] = ("onnx.md", speed_table(ROOT / "result"))
+    for (name, arch), (doc, text) in made.items():
+        begin, end = markers(name, arch)
         block = (ROOT / "docs" / doc).read_text().split(begin + "\n")[1].split("\n" + end)[0]
         assert block == text
 

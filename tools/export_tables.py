@@ -1,12 +1,14 @@
 """The integer-export and ONNX tables of docs/export.md and docs/onnx.md, read from the JSON
 summaries (export.py --summary) that `tools/export_checks.sh integer` and `onnx` write beside
-their logs (result/int_res20/<name>.json, result/onnx_res20/<name>{,_integer}.json).
+their logs (result/int_<arch>/<name>.json, result/onnx_<arch>/<name>{,_integer}.json).
 
     python tools/export_tables.py [--logs result] [--docs docs]
-    python tools/export_tables.py --update    # rewrites only the two docs' marked blocks
+    python tools/export_tables.py --update    # rewrites only the docs' marked blocks
 
-One row per model those checks ran (`export_checks.sh models`: the authors' 4/3/2-bit
-checkpoints, then each of our finished stages): the file's size beside the float checkpoint's,
+One table per architecture whose checks have run (ResNet-20's always; ResNet-56's once its
+result/int_res56/ or onnx_res56/ exists, into its own marked blocks), one row per model those
+checks ran (`export_checks.sh models`: the authors' 4/3/2-bit checkpoints where released, then
+each of our finished stages): the file's size beside the float checkpoint's,
 top-1 of the integer model (our .apot path, or ONNX Runtime: the exact graph and the ConvInteger
 one) and of the float fake-quant model in float32 and in float64, and how many predictions
 agree with each. A third table, the ONNX speed table of docs/onnx.md, comes from
@@ -22,11 +24,17 @@ from tools.docblock import update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 WHO = {"authors": "authors'", "ours": "our"}
+ARCHS = ("res20", "res56")
 
 
-def markers(name):
-    return (f"<!-- {name}-table: made by tools/export_tables.py --update -->",
-            f"<!-- /{name}-table -->")
+def block_name(name, arch=""):
+    """What a table's marker lines call it: the integer and onnx tables name their arch."""
+    return f"{name}-table {arch}".strip()
+
+
+def markers(name, arch=""):
+    label = block_name(name, arch)
+    return (f"<!-- {label}: made by tools/export_tables.py --update -->", f"<!-- /{label} -->")
 
 
 def model_summaries(folder, suffix):
@@ -83,7 +91,7 @@ def onnx_row(label, path):
 
 
 class Table(NamedTuple):
-    folder: str  # under --logs
+    folder: str  # under --logs, followed by _<arch>
     suffix: str  # how the one summary per model ends
     row: Callable  # (label, summary path) -> the row's cells
     header: str
@@ -94,9 +102,9 @@ class Table(NamedTuple):
 REFERENCES = ("fake-quant top-1, float32 | fake-quant top-1, float64 | predictions agree with "
               "float32 | predictions agree with float64 |")
 TABLES = {
-    "integer": Table("int_res20", ".json", integer_row, "| checkpoint | file size (float "
+    "integer": Table("int", ".json", integer_row, "| checkpoint | file size (float "
                      "checkpoint) | integer path top-1 | " + REFERENCES, "export.md"),
-    "onnx": Table("onnx_res20", ".json", onnx_row, "| checkpoint | ONNX file, exact / ConvInteger "
+    "onnx": Table("onnx", ".json", onnx_row, "| checkpoint | ONNX file, exact / ConvInteger "
                   "(float checkpoint) | ONNX Runtime top-1, exact | ONNX Runtime top-1, "
                   "ConvInteger | " + REFERENCES.replace("predictions agree", "exact agrees")
                   + " ConvInteger agrees with float64 |", "onnx.md"),
@@ -138,13 +146,22 @@ def speed_table(logs):
     return "\n".join(lines)
 
 
-def table(name, logs):
-    t = TABLES[name]
-    rows = [t.row(label, path)
-            for label, path in model_summaries(Path(logs) / t.folder, t.suffix)]
+def summary_folder(name, arch, logs):
+    return Path(logs) / f"{TABLES[name].folder}_{arch}"
+
+
+def checked_archs(name, logs):
+    """ResNet-20 (whose authors' checkpoints are always checked), then every other architecture
+    that has this table's summary folder."""
+    return [a for a in ARCHS if a == "res20" or summary_folder(name, a, logs).is_dir()]
+
+
+def table(name, arch, logs):
+    t, folder = TABLES[name], summary_folder(name, arch, logs)
+    rows = [t.row(label, path) for label, path in model_summaries(folder, t.suffix)]
     if not rows:
-        raise SystemExit(f"error: no model summaries in {Path(logs) / t.folder}: run "
-                         "tools/export_checks.sh first")
+        raise SystemExit(f"error: no model summaries in {folder}: run "
+                         f"tools/export_checks.sh {name} --arch {arch} first")
     rule = "|---" * (t.header.count("|") - 1) + "|"
     lines = [t.header, rule] + ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -153,20 +170,20 @@ def table(name, logs):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--logs", default=ROOT / "result", type=Path,
-                   help="folder holding int_res20/ and onnx_res20/")
+                   help="folder holding int_<arch>/ and onnx_<arch>/")
     p.add_argument("--docs", default=ROOT / "docs", type=Path,
                    help="folder holding export.md and onnx.md")
     p.add_argument("--update", action="store_true",
                    help="write each table into its doc's marked block instead of printing it")
     args = p.parse_args(argv)
-    tables = {name: table(name, args.logs) for name in TABLES}  # all read before writing
-    tables["onnx-speed"] = speed_table(args.logs)
-    docs = {name: t.doc for name, t in TABLES.items()} | {"onnx-speed": "onnx.md"}
-    for name, text in tables.items():
+    # every table is read before any doc is written: (doc, marker name, arch) -> text
+    tables = {(t.doc, name, arch): table(name, arch, args.logs)
+              for name, t in TABLES.items() for arch in checked_archs(name, args.logs)}
+    tables["onnx.md", "onnx-speed", ""] = speed_table(args.logs)
+    for (doc, name, arch), text in tables.items():
         if args.update:
-            doc = args.docs / docs[name]
-            update_block(doc, text, *markers(name))
-            print(f"updated the {name} table of {doc}")
+            update_block(args.docs / doc, text, *markers(name, arch))
+            print(f"updated the {block_name(name, arch)} block of {args.docs / doc}")
         else:
             print(f"{text}\n")
 
