@@ -14,3 +14,13 @@ def update_block(path, text, begin, end):
     head, rest = doc.split(begin, 1)
     _, tail = rest.split(end, 1)
     atomic_write(path, lambda f: f.write(f"{head}{begin}\n{text}\n{end}{tail}"), text=True)
+
+
+def update_or_print(text, path, begin, end, what):
+    """A table command's output: written into the block of the file at path (its --update), or
+    printed when path is empty."""
+    if path:
+        update_block(path, text, begin, end)
+        print(f"updated the {what} of {path}")
+    else:
+        print(text)

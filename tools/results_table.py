@@ -33,7 +33,7 @@ import statistics
 from pathlib import Path
 
 from apot.runfolder import stage_name
-from tools.docblock import update_block
+from tools.docblock import update_or_print
 from tools.references import cifar10_references
 from tools.runs import (STAGES, add_run_arguments, best_accuracy, finished_runs, last_phase,
                         last_phase_start, load_runs, phase_stats)
@@ -185,11 +185,7 @@ def main(argv=None):
     spread = last_phase_spread(runs, args.epochs, start)
     if spread:
         text += "\n\n" + spread
-    if args.update:
-        update_block(args.update, text, *markers(args.arch))
-        print(f"updated the results block of {args.update}")
-    else:
-        print(text)
+    update_or_print(text, args.update, *markers(args.arch), "results block")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from apot.runfolder import stage_name
-from tools.docblock import update_block
+from tools.docblock import update_or_print
 from tools.runs import STAGES, check_folder, find_runs
 
 CPU_LINE = re.compile(r"== chain (?:started|resumed) \S+ \S+ at \S+ on (.+)")
@@ -103,12 +103,8 @@ def main(argv=None):
     p.add_argument("--update", default="", metavar="DOC",
                    help="write the table into this file's stage-table block instead of printing")
     args = p.parse_args(argv)
-    text = table(args.results, args.arch)
-    if args.update:
-        update_block(args.update, text, *markers(args.arch))
-        print(f"updated the stage table of {args.update}")
-    else:
-        print(text)
+    update_or_print(table(args.results, args.arch), args.update, *markers(args.arch),
+                    "stage table")
 
 
 if __name__ == "__main__":
