@@ -24,13 +24,12 @@ channels_last (main.py --no-channels-last / --channels-last), all interleaved.
 from result/cpu_speed/*.json by tools/speed_tables.py).
 """
 import argparse
-import json
 import statistics
 from functools import partial
 
 import torch
 
-from apot.checkpoint import atomic_write
+from apot.checkpoint import write_json
 from apot.devices import RunContext, set_float32_arithmetic
 from apot.levels import SUPPORTED_BITS, activation_levels
 from apot.projection import maybe_compile, midpoints, project
@@ -247,7 +246,7 @@ def main(argv=None):
 def write_summary(path, summary):
     """--summary: the numbers printed, as JSON (docs/speed.md's tables are made from these)."""
     if path:
-        atomic_write(path, lambda f: f.write(json.dumps(summary, indent=2) + "\n"), text=True)
+        write_json(path, summary)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Checkpoint files: written atomically, read with weights_only, fitted into a model key by
 key; the one checkpoint dict of a training run and the exact resumption from it."""
+import json
 import math
 import os
 import secrets
@@ -29,6 +30,12 @@ def atomic_write(path, write, text=False):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json(path, obj, sort_keys=False):
+    """obj as indented JSON with a final newline, written atomically (atomic_write)."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n"),
+                 text=True)
 
 
 def atomic_save(obj, path):

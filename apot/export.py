@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from apot.checkpoint import (atomic_save, atomic_write, load_checkpoint, load_weights,
-                             strip_module_prefix)
+                             strip_module_prefix, write_json)
 from apot.cli import ArgumentParser, cli_main
 from apot.compare import compare
 from apot.errors import UserError
@@ -95,8 +95,7 @@ def write_summary(path, command, values):
         except ValueError as e:
             raise UserError(f"--summary {path} exists and is not a JSON summary ({e})") from e
     summary[command] = values
-    atomic_write(path, lambda f: f.write(json.dumps(summary, indent=2, sort_keys=True) + "\n"),
-                 text=True)
+    write_json(path, summary, sort_keys=True)
 
 
 def run_command(args, variant):

@@ -1,11 +1,10 @@
 """A training run's folder and lines: checkpoint.pth.tar, model_best.pth.tar, log.csv and
 args.json, and what each epoch and the end of a run print."""
 import csv
-import json
 import os
 import time
 
-from apot.checkpoint import atomic_save, atomic_write
+from apot.checkpoint import atomic_save, atomic_write, write_json
 from apot.errors import UserError
 
 
@@ -44,8 +43,7 @@ def write_log(path, rows):
 
 
 def write_args(path, args):
-    atomic_write(path, lambda f: f.write(json.dumps(vars(args), indent=2, sort_keys=True) + "\n"),
-                 text=True)
+    write_json(path, vars(args), sort_keys=True)
 
 
 def report_final(history, best_prec, say):

@@ -130,13 +130,18 @@ def test_an_interrupted_atomic_write_keeps_the_previous_file_and_leaves_nothing(
 
 def test_log_and_args_files_are_written_byte_for_byte(tmp_path):
     """The formats the committed runs have: csv rows end in CRLF (csv's own line end, which text
-    mode must not translate), args.json is sorted, indented by 2 and ends in a newline."""
+    mode must not translate), args.json is sorted, indented by 2 and ends in a newline; the JSON
+    summaries are indented and end the same way."""
     import argparse
     from apot.runfolder import write_args, write_log
     write_log(str(tmp_path / "log.csv"), [dict(epoch=0, lr=0.04), dict(epoch=1, lr=0.004)])
     assert (tmp_path / "log.csv").read_bytes() == b"epoch,lr\r\n0,0.04\r\n1,0.004\r\n"
     write_args(str(tmp_path / "args.json"), argparse.Namespace(lr=0.04, arch="res20"))
     assert (tmp_path / "args.json").read_bytes() == b'{\n  "arch": "res20",\n  "lr": 0.04\n}\n'
+    from apot.checkpoint import write_json  # the summaries keep the order they were made in
+    write_json(tmp_path / "s.json", {"lr": 0.04, "arch": ["res20"]})
+    assert (tmp_path / "s.json").read_bytes() == (b'{\n  "lr": 0.04,\n  "arch": [\n    "res20"\n'
+                                                  b'  ]\n}\n')
 
 
 @pytest.mark.parametrize("variant", ["CIFAR", "ImageNet"])

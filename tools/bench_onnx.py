@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from apot.checkpoint import atomic_write
+from apot.checkpoint import write_json
 from apot.levels import SUPPORTED_BITS
 from apot.onnx_export import to_onnx
 from apot.runfolder import stage_name
@@ -157,8 +157,7 @@ def main(argv=None):
             print(f"{name}, batch {batch}, ms per run by op type: " + ", ".join(
                 f"{op} {t:.1f}" for op, t in ms.most_common()))
     if args.summary:
-        atomic_write(args.summary, lambda f: f.write(json.dumps(summary, indent=2) + "\n"),
-                     text=True)
+        write_json(args.summary, summary)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from apot.checkpoint import atomic_write, load_checkpoint
+from apot.checkpoint import load_checkpoint, write_json
 from apot.cli import data_root
 from apot.devices import RunContext
 from apot.runfolder import stage_name
@@ -80,8 +80,7 @@ def main(argv=None):
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         summary = {"column": args.column, "torch": torch.__version__, "device": str(device),
                    "results": measure(args.data, args.official, device)}
-        atomic_write(args.summary, lambda f: f.write(json.dumps(summary, indent=2) + "\n"),
-                     text=True)
+        write_json(args.summary, summary)
     if args.update:
         folder = ROOT / "result" / "faithfulness"
         text = table([json.loads((folder / name).read_text()) for name in args.columns])
