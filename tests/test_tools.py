@@ -216,25 +216,27 @@ def test_stage_table_gives_each_epoch_the_cpu_the_chain_output_names(tmp_path):
         "== FP32 stage: starting in r/res56_32bit\n"
         "epoch 0: lr 0.1 ...\nepoch 1: lr 0.1 ...\nepoch 2: lr 0.1 ...\n"
         # a new clone resumed from epoch 2's committed checkpoint, on another CPU: epoch 2 is
-        # the Xeon's, as its log.csv row is; the 4-bit epoch 1 ran outside the chain
+        # the Xeon's, as its log.csv row is, and so on; the 4-bit epoch 1 ran outside the chain
         "== chain resumed 2026-12-03 00:20:40 at c97811c on Intel Xeon\n"
         "no GPU found: running on the CPU\nepoch 9: before any stage line, so nobody's\n"
         "== FP32 stage: continuing r/res56_32bit/checkpoint.pth.tar\n"
         "epoch 2: lr 0.1 ...\nepoch 3: lr 0.1 ...\n"
+        "== chain resumed 2026-12-03 03:09:26 at 1e43e74 on AMD EPYC\n"
+        "== FP32 stage: continuing r/res56_32bit/checkpoint.pth.tar\nepoch 3: lr 0.1 ...\n"
         "== 4-bit stage: starting in r/res56_4bit\nepoch 0: lr 0.04 ...\n")
     doc = tmp_path / "reproduction.md"
     begin, end = markers("res56")
     doc.write_text(f"before\n{begin}\nold\n{end}\nafter\n")
     proc = run_in_process(main, "--results", tmp_path, "--update", doc, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    # medians: AMD 3600, 7200 -> 5400; Xeon 1800, 5400 -> 3600; the stage 4500; 18,000 s = 5 h
+    # medians: AMD 3600, 7200, 5400 -> 5400; Xeon 1800; the stage 4500; 18,000 s = 5 h
     assert doc.read_text() == (
         f"before\n{begin}\n"
         "| stage | lr, wd | epochs logged | CPU: epochs (median s/epoch) | median s/epoch | "
         "logged hours |\n|---|---|---|---|---|---|\n"
-        "| FP32 | 0.1, 5e-4 | 4 | AMD EPYC: epochs 0-1 (median 5400); Intel Xeon: epochs 2-3 "
-        "(median 3600) | 4500 | 5.0 |\n"
-        "| 4-bit | 0.04, 3e-5 | 2 | Intel Xeon: epochs 0 (median 100); not recorded: epochs 1 "
+        "| FP32 | 0.1, 5e-4 | 4 | AMD EPYC: epochs 0-1, 3 (median 5400); Intel Xeon: epochs 2 "
+        "(median 1800) | 4500 | 5.0 |\n"
+        "| 4-bit | 0.04, 3e-5 | 2 | AMD EPYC: epochs 0 (median 100); not recorded: epochs 1 "
         f"(median 300) | 200 | 0.1 |\n{end}\nafter\n")
     proc = run_in_process(main, "--results", tmp_path / "reslut", "--update", doc, cwd=tmp_path)
     assert_one_line_error(proc, r"^error: --results .*reslut is not a folder$")
