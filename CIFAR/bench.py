@@ -3,6 +3,7 @@
     python CIFAR/bench.py [--arch res20] [--bit 4] [--steps 20] [--data DIR] [--device cuda]
                           [--epochs N] [--tf32] [--compile-model] [--bn-groups K]
     python CIFAR/bench.py --arch res56 --layouts 32 4 3 2 [--steps 5] [--bn-groups 2]
+    python CIFAR/bench.py --arch res56 --compiled 32 4 [--steps 5] [--bn-groups 2]
 
 1. A training step (batch 128) of the b-bit model against the FP32 one, built and stepped
    exactly as main.py does (same model construction, channels_last, compiled quantizers).
@@ -19,7 +20,9 @@ Runs on the GPU when there is one (--device cpu to force the CPU), in IEEE FP32 
 --compile-model times steps and epochs as main.py --compile-model runs them.
 The last line is the step ratio: `<b>-bit/FP32 step ratio: X.XX`.
 With --layouts BIT...: only the training step of each of these models in NCHW against
-channels_last (main.py --no-channels-last / --channels-last), all interleaved.
+channels_last (main.py --no-channels-last / --channels-last), all interleaved; with --compiled
+BIT...: the same, eager (main.py's default: compiled quantizers in an eager model) against
+main.py --compile-model.
 --summary FILE also writes the numbers printed as JSON (docs/speed.md's CPU tables are made
 from result/cpu_speed/*.json by tools/speed_tables.py).
 """
@@ -93,18 +96,25 @@ def step_times(arch, bit, steps, batch, device, extra):
     return times[32], times[bit]
 
 
-def report_layouts(arch, bits, steps, batch, device, extra):
-    """--layouts: every model of `bits` in NCHW and channels_last, all steps interleaved."""
-    layouts = {"NCHW": ["--no-channels-last"], "channels_last": ["--channels-last"]}
+# --layouts and --compiled: the summary key, then the two main.py settings timed, base first
+VARIANTS = {"layouts": ("layout_step_ms", {"NCHW": ["--no-channels-last"],
+                                           "channels_last": ["--channels-last"]}),
+            "compiled": ("compile_step_ms", {"eager": [], "--compile-model": ["--compile-model"]})}
+
+
+def report_variants(kind, arch, bits, steps, batch, device, extra):
+    """--layouts or --compiled: every model of `bits` in both settings, all steps interleaved."""
+    variants = VARIANTS[kind][1]
     runs = {(b, name): run_args(arch, b, [*extra, *flag])
-            for b in bits for name, flag in layouts.items()}
+            for b in bits for name, flag in variants.items()}
     times = interleaved_step_times(runs, steps, batch, device)
-    print(f"training step by memory format (median of {steps} interleaved steps each):")
+    base, other = variants
+    print(f"training step, {base} against {other} (median of {steps} interleaved steps each):")
     for b in bits:
-        nchw, last = times[(b, "NCHW")], times[(b, "channels_last")]
-        print(f"{stage_name(b)}: NCHW {nchw * 1e3:.0f} ms, channels_last {last * 1e3:.0f} ms: "
-              f"channels_last/NCHW {last / nchw:.2f}")
-    return {str(b): {name: times[(b, name)] * 1e3 for name in layouts} for b in bits}
+        a, c = times[(b, base)], times[(b, other)]
+        print(f"{stage_name(b)}: {base} {a * 1e3:.0f} ms, {other} {c * 1e3:.0f} ms: "
+              f"{other}/{base} {c / a:.2f}")
+    return {str(b): {name: times[(b, name)] * 1e3 for name in variants} for b in bits}
 
 
 def epoch_times(arch, bit, epochs, device, extra):
@@ -199,10 +209,16 @@ def main(argv=None):
                    help="time the models as main.py --bn-groups K trains them")
     p.add_argument("--summary", default="", metavar="JSON",
                    help="also write the numbers printed into this JSON file")
-    p.add_argument("--layouts", nargs="+", type=int, metavar="BIT",
-                   choices=[*SUPPORTED_BITS, 32],
-                   help="only time these models' steps in NCHW against channels_last")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--layouts", nargs="+", type=int, metavar="BIT",
+                      choices=[*SUPPORTED_BITS, 32],
+                      help="only time these models' steps in NCHW against channels_last")
+    only.add_argument("--compiled", nargs="+", type=int, metavar="BIT",
+                      choices=[*SUPPORTED_BITS, 32],
+                      help="only time these models' steps eager against --compile-model")
     args = p.parse_args(argv)
+    if args.compiled and args.compile_model:
+        p.error("--compiled times both; leave out --compile-model")
     extra = ["--bn-groups", str(args.bn_groups)] + (["--compile-model"] if args.compile_model
                                                     else [])
     device = torch.device(args.device)
@@ -214,10 +230,11 @@ def main(argv=None):
           + (", whole model compiled (--compile-model)" if args.compile_model else ""))
     summary = dict(torch=torch.__version__, where=where, arch=args.arch, batch=args.batch,
                    bn_groups=args.bn_groups, compile_model=args.compile_model, steps=args.steps)
-    if args.layouts:
-        summary["layout_step_ms"] = report_layouts(args.arch, args.layouts, args.steps,
-                                                   args.batch, device, extra)
-        return write_summary(args.summary, summary)
+    for kind in VARIANTS:
+        if getattr(args, kind):
+            summary[VARIANTS[kind][0]] = report_variants(kind, args.arch, getattr(args, kind),
+                                                         args.steps, args.batch, device, extra)
+            return write_summary(args.summary, summary)
 
     ours, brute, differ = projection_times(args.bit, device)
     print(f"projection of a 128x16x32x32 tensor onto {2**args.bit} levels: "

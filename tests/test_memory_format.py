@@ -117,6 +117,27 @@ def test_bench_times_both_layouts_of_every_model_asked_for(capsys, tmp_path):
     assert (summary["arch"], summary["batch"], summary["bn_groups"]) == ("res20", 8, 2)
 
 
+def test_bench_times_each_model_eager_and_with_compile_model(capsys, tmp_path, monkeypatch):
+    """--compiled builds each model once as main.py does and once as main.py --compile-model
+    does (compile_whole stands in for torch.compile here: the wiring, not the compiler, is
+    under test), and is refused beside --compile-model."""
+    from CIFAR import bench
+    compiled = []
+    monkeypatch.setattr(bench, "compile_whole", lambda model: compiled.append(model) or model)
+    bench.main(["--arch", "res20", "--compiled", "4", "--steps", "1", "--batch", "8",
+                "--device", "cpu", "--summary", str(tmp_path / "s.json")])
+    assert len(compiled) == 1 and compiled[0].bit == 4
+    line = capsys.readouterr().out.splitlines()[-1]
+    found = re.fullmatch(r"4-bit: eager (\d+) ms, --compile-model (\d+) ms: "
+                         r"--compile-model/eager \d+\.\d\d", line)
+    assert found, line
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [f"{ms:.0f}" for ms in summary["compile_step_ms"]["4"].values()] == list(found.groups())
+    with pytest.raises(SystemExit):
+        bench.main(["--compiled", "4", "--compile-model", "--device", "cpu"])
+    assert "leave out --compile-model" in capsys.readouterr().err
+
+
 def test_bench_epoch_summary_holds_the_medians_and_projection_it_prints(capsys):
     from CIFAR.bench import report_epochs
     summary = report_epochs({32: [10.0, 2.0, 4.0], 4: [30.0, 5.0, 6.0, 9.0]}, 391, 4)

@@ -532,7 +532,7 @@ def test_reference_numbers_come_from_the_method_docs_table(tmp_path):
 
 def test_speed_tables_are_made_from_the_bench_summaries(tmp_path):
     import json
-    from tools.speed_tables import compile_step_table, layouts_table, main, ratios_table
+    from tools.speed_tables import compile_step_table, main, ratios_table, variants_table
     assert ratios_table({  # 250.4 / 200 and 0.5 s against 200 ms x 391 steps
         "arch": "res20", "batch": 128, "bit": 4, "step_ms": {"32": 200.0, "4": 250.4},
         "projection_ms": {"ours": 1.25, "brute_force": 250.0, "differ": 0},
@@ -543,13 +543,18 @@ def test_speed_tables_are_made_from_the_bench_summaries(tmp_path):
         "tensor, 16 levels) | **200x** faster (1.25 ms vs 250 ms) |",
         "| making an epoch's batches (shuffle, crop, flip, normalise) vs an FP32 epoch's steps | "
         "**0.6%** |"]
-    assert layouts_table({
+    assert variants_table({
         "arch": "res56", "batch": 128, "bn_groups": 2, "layout_step_ms": {
             "32": {"NCHW": 1000.0, "channels_last": 800.4},
-            "2": {"NCHW": 2000.0, "channels_last": 1500.0}}}).splitlines() == [
+            "2": {"NCHW": 2000.0, "channels_last": 1500.0}}}, "layout_step_ms").splitlines() == [
         "| ResNet-56 training step, batch 128, `--bn-groups 2` | FP32 | 2-bit |", "|---|---|---|",
         "| NCHW | 1000 ms | 2000 ms |", "| channels_last | 800 ms | 1500 ms |",
         "| channels_last / NCHW | **0.80** | **0.75** |"]
+    assert variants_table({  # the settings in the summary's order, the base one first
+        "arch": "res20", "batch": 64, "bn_groups": 1, "compile_step_ms": {
+            "4": {"eager": 900.0, "--compile-model": 990.0}}}, "compile_step_ms").splitlines() == [
+        "| ResNet-20 training step, batch 64 | 4-bit |", "|---|---|", "| eager | 900 ms |",
+        "| --compile-model | 990 ms |", "| --compile-model / eager | **1.10** |"]
     assert compile_step_table({"batch": 128, "step_ms": {
         "quantizers": {"32": 10.0, "4": 30.0}, "cudagraphs": {"32": 5.0, "4": 6.0}}}).splitlines()[
         -1] == "| `--compile-model` | 5.00 ms | 6.00 ms (**5.0x** faster) |"

@@ -1,9 +1,9 @@
 """The tables of docs/speed.md, made from CIFAR/bench.py's JSON summaries (--summary) under
 result/: on the CPU (cpu_speed/) the training-step, projection and batch-making ratios of one
-run and the memory formats of the ResNet-56 steps; on an H200 (gpu_check/, gpu_speed/) steps
-and epochs, with --tf32 and with --compile-model. The GPU summaries were converted from the
-logs of those runs, which predate --summary (each names its log); tools/gpu_check.sh writes
-new ones.
+run, and the ResNet-56 steps in both memory formats and with and without --compile-model; on an
+H200 (gpu_check/, gpu_speed/) steps and epochs, with --tf32 and with --compile-model. The GPU
+summaries were converted from the logs of those runs, which predate --summary (each names its
+log); tools/gpu_check.sh writes new ones.
 
     python tools/speed_tables.py [--results result] [--docs docs]
     python tools/speed_tables.py --update    # rewrites only docs/speed.md's marked blocks
@@ -43,15 +43,18 @@ def ratios_table(s):
         f"**{share:.1f}%** |"])
 
 
-def layouts_table(s):
-    steps = s["layout_step_ms"]
+def variants_table(s, key):
+    """bench.py --layouts or --compiled: each model's step in the two settings (the summary's
+    order, base first) and their ratio."""
+    steps = s[key]
     groups = f", `--bn-groups {s['bn_groups']}`" if s["bn_groups"] > 1 else ""
     head = f"| {network(s['arch'])} training step, batch {s['batch']}{groups} | " + " | ".join(
         stage_name(int(b)) for b in steps) + " |"
+    base, other = next(iter(steps.values()))
     rows = [f"| {name} | " + " | ".join(f"{ms[name]:.0f} ms" for ms in steps.values()) + " |"
-            for name in ("NCHW", "channels_last")]
-    ratio = "| channels_last / NCHW | " + " | ".join(
-        f"**{ms['channels_last'] / ms['NCHW']:.2f}**" for ms in steps.values()) + " |"
+            for name in (base, other)]
+    ratio = f"| {other} / {base} | " + " | ".join(
+        f"**{ms[other] / ms[base]:.2f}**" for ms in steps.values()) + " |"
     return "\n".join([head, "|---" * (len(steps) + 1) + "|", *rows, ratio])
 
 
@@ -97,7 +100,10 @@ def compile_epoch_table(default, compiled):
 
 # table -> (its summaries under --results, the function that makes it from them)
 TABLES = {"cpu": (["cpu_speed/res20_bench.json"], ratios_table),
-          "layouts": (["cpu_speed/res56_layouts.json"], layouts_table),
+          "layouts": (["cpu_speed/res56_layouts.json"],
+                      lambda s: variants_table(s, "layout_step_ms")),
+          "cpu-compile": (["cpu_speed/res56_compile.json"],
+                          lambda s: variants_table(s, "compile_step_ms")),
           "gpu": (["gpu_check/3_h200_bench.json", "gpu_check/3_h200_bench_tf32.json"],
                   gpu_table),
           "gpu-compile-step": (["gpu_speed/1_h200.json"], compile_step_table),
