@@ -28,15 +28,13 @@ FP32 compares with the references' drops, the gap to each split into its FP32 pa
 stage's own part: the arithmetic of docs/reproduction.md's "where we differ", done once.
 """
 import argparse
-import json
 import statistics
-from pathlib import Path
 
 from apot.runfolder import stage_name
 from tools.docblock import update_or_print
 from tools.references import cifar10_references
 from tools.runs import (STAGES, add_run_arguments, best_accuracy, finished_runs, last_phase,
-                        last_phase_start, load_runs, phase_stats)
+                        last_phase_start, load_runs, phase_stats, stage_args)
 
 
 COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase mean (sd)",
@@ -89,8 +87,7 @@ def setup_line(results, arch, bits):
     runs made before the flag) and the memory format (absent: channels_last, the only one then)."""
     setups = {}
     for bit in bits:
-        path = Path(results) / f"{arch}_{bit}bit" / "args.json"
-        args = json.loads(path.read_text()) if path.is_file() else {}
+        args = stage_args(results, arch, bit)
         layout = "channels_last" if args.get("channels_last", True) else "NCHW"
         setups[bit] = f"--bn-groups {args.get('bn_groups', 1)}, {layout}"
     if len(set(setups.values())) == 1:

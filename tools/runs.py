@@ -6,6 +6,7 @@ milestones do not move with --epochs, so a shorter stage's last phase starts at 
 milestone it reaches (150 for 200 epochs, 0 for fewer than 151).
 """
 import csv
+import json
 import re
 import statistics
 from pathlib import Path
@@ -26,6 +27,12 @@ def find_runs(results, arch):
         if rows:
             runs[bit] = rows
     return dict(sorted(runs.items(), reverse=True))
+
+
+def stage_args(results, arch, bit):
+    """The args.json of RESULTS/<arch>_<bit>bit as a dict, {} where the run has none."""
+    path = Path(results) / f"{arch}_{bit}bit" / "args.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def add_run_arguments(p):

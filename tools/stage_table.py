@@ -13,14 +13,13 @@ checkpoint) counts where it ran last, as its row in log.csv does. An epoch that 
 precedes is "not recorded".
 """
 import argparse
-import json
 import re
 import statistics
 from pathlib import Path
 
 from apot.runfolder import stage_name
 from tools.docblock import update_or_print
-from tools.runs import STAGES, check_folder, find_runs
+from tools.runs import STAGES, check_folder, find_runs, stage_args
 
 CPU_LINE = re.compile(r"== chain (?:started|resumed) \S+ \S+ at \S+ on (.+)")
 STAGE_LINE = re.compile(r"== .* stage: (?:starting in|continuing) \S*_(\d+)bit\b")
@@ -89,9 +88,8 @@ def table(results, arch):
     lines = ["| stage | lr, wd | epochs logged | CPU: epochs (median s/epoch) | median s/epoch "
              "| logged hours |", "|---|---|---|---|---|---|"]
     for bit in (b for b in STAGES if b in runs):
-        path = Path(results) / f"{arch}_{bit}bit" / "args.json"
-        args = json.loads(path.read_text()) if path.is_file() else None
-        lines.append("| " + " | ".join(stage_row(bit, runs[bit], args, cpus)) + " |")
+        lines.append("| " + " | ".join(stage_row(bit, runs[bit], stage_args(results, arch, bit),
+                                                 cpus)) + " |")
     return "\n".join(lines)
 
 
