@@ -150,6 +150,13 @@ def test_results_table_needs_no_plotting_library():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_block_markers_name_the_block_and_the_command_that_rewrites_it():
+    from tools.docblock import markers
+    assert markers("stage-table res56", "tools/stage_table.py --arch res56 --update") == (
+        "<!-- stage-table res56: made by tools/stage_table.py --arch res56 --update -->",
+        "<!-- /stage-table res56 -->")
+
+
 def test_update_rewrites_only_the_marked_block(tmp_path):
     from tools.results_table import BEGIN, END, main
     run = tmp_path / "res20_32bit"

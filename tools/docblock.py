@@ -3,6 +3,11 @@ rewritten by the scripts that make the tables, the rest of the file untouched.""
 from apot.checkpoint import atomic_write
 
 
+def markers(label, command):
+    """The begin and end lines of a block: they name it and the command that rewrites it."""
+    return f"<!-- {label}: made by {command} -->", f"<!-- /{label} -->"
+
+
 def update_block(path, text, begin, end):
     """Replace what lies between the begin and end marker lines of the file at path (and
     nothing else) with text, atomically."""

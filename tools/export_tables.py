@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from tools.docblock import update_block
+from tools.docblock import markers as block_markers, update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 WHO = {"authors": "authors'", "ours": "our"}
@@ -33,8 +33,7 @@ def block_name(name, arch=""):
 
 
 def markers(name, arch=""):
-    label = block_name(name, arch)
-    return (f"<!-- {label}: made by tools/export_tables.py --update -->", f"<!-- /{label} -->")
+    return block_markers(block_name(name, arch), "tools/export_tables.py --update")
 
 
 def model_summaries(folder, suffix):

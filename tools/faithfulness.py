@@ -23,12 +23,11 @@ from apot.runfolder import stage_name
 from apot.training import memory_format
 from CIFAR.data import Normalize, load_cifar
 from CIFAR.main import build_model, evaluate, get_args_parser, load_initial_weights
-from tools.docblock import update_block
+from tools.docblock import markers, update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = (32, 4, 3, 2)
-MARKERS = ("<!-- faithfulness-table: made by tools/faithfulness.py --update -->",
-           "<!-- /faithfulness-table -->")
+MARKERS = markers("faithfulness-table", "tools/faithfulness.py --update")
 
 
 def measure(data, official, device):

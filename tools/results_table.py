@@ -31,7 +31,7 @@ import argparse
 import statistics
 
 from apot.runfolder import stage_name
-from tools.docblock import update_or_print
+from tools.docblock import markers as block_markers, update_or_print
 from tools.references import cifar10_references
 from tools.runs import (STAGES, add_run_arguments, best_accuracy, finished_runs, last_phase,
                         last_phase_start, load_runs, phase_stats, stage_args)
@@ -44,8 +44,7 @@ COLUMNS = ("stage", "epochs", "our best (epoch)", "our final", "our last-phase m
 
 def markers(arch):
     """The lines around an architecture's table in the README."""
-    return (f"<!-- results-table {arch}: made by tools/results_table.py --arch {arch} --update -->",
-            f"<!-- /results-table {arch} -->")
+    return block_markers(f"results-table {arch}", f"tools/results_table.py --arch {arch} --update")
 
 
 BEGIN, END = markers("res20")

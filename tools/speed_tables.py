@@ -13,14 +13,13 @@ import json
 from pathlib import Path
 
 from apot.runfolder import stage_name
-from tools.docblock import update_block
+from tools.docblock import markers as block_markers, update_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def markers(name):
-    return (f"<!-- speed-table {name}: made by tools/speed_tables.py --update -->",
-            f"<!-- /speed-table {name} -->")
+    return block_markers(f"speed-table {name}", "tools/speed_tables.py --update")
 
 
 def network(arch):

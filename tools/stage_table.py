@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from apot.runfolder import stage_name
-from tools.docblock import update_or_print
+from tools.docblock import markers as block_markers, update_or_print
 from tools.runs import STAGES, check_folder, find_runs, stage_args
 
 CPU_LINE = re.compile(r"== chain (?:started|resumed) \S+ \S+ at \S+ on (.+)")
@@ -28,8 +28,7 @@ NOT_RECORDED = "not recorded"
 
 
 def markers(arch):
-    return (f"<!-- stage-table {arch}: made by tools/stage_table.py --arch {arch} --update -->",
-            f"<!-- /stage-table {arch} -->")
+    return block_markers(f"stage-table {arch}", f"tools/stage_table.py --arch {arch} --update")
 
 
 def epoch_cpus(chain_out):
