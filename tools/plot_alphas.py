@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from apot.checkpoint import load_checkpoint, strip_module_prefix  # noqa: E402
 from apot.cli import data_root  # noqa: E402
 from apot.runfolder import stage_name  # noqa: E402
-from tools.runs import add_run_arguments, check_folder  # noqa: E402
+from tools.runs import add_run_arguments, check_folder, run_folder  # noqa: E402
 
 BITS = (4, 3, 2)
 ACT, WGT = ".act_alpha", ".weight_quant.wgt_alpha"
@@ -41,7 +41,7 @@ def trained_epochs(run_dir):
 def find_checkpoints(results, official, arch, stage_epochs):
     found = {}
     for bit in BITS:
-        ours = Path(results) / f"{arch}_{bit}bit" / "model_best.pth.tar"
+        ours = run_folder(results, arch, bit) / "model_best.pth.tar"
         theirs = Path(official) / f"{arch}_{bit}bit.pth.tar"
         epochs = trained_epochs(ours.parent)
         if ours.is_file():  # a stage still training says so in its label

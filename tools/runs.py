@@ -29,9 +29,14 @@ def find_runs(results, arch):
     return dict(sorted(runs.items(), reverse=True))
 
 
+def run_folder(results, arch, bit):
+    """RESULTS/<arch>_<bit>bit: where CIFAR/run.sh puts a stage."""
+    return Path(results) / f"{arch}_{bit}bit"
+
+
 def stage_args(results, arch, bit):
-    """The args.json of RESULTS/<arch>_<bit>bit as a dict, {} where the run has none."""
-    path = Path(results) / f"{arch}_{bit}bit" / "args.json"
+    """The args.json of a stage's run folder as a dict, {} where the run has none."""
+    path = run_folder(results, arch, bit) / "args.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -57,7 +62,7 @@ def load_runs(args):
     runs = find_runs(args.results, args.arch)
     for bit, rows in runs.items():
         if len(rows) > args.epochs:
-            raise SystemExit(f"error: {Path(args.results) / f'{args.arch}_{bit}bit'}/log.csv has "
+            raise SystemExit(f"error: {run_folder(args.results, args.arch, bit)}/log.csv has "
                              f"{len(rows)} epochs, more than --epochs {args.epochs}")
     return runs
 
