@@ -1,7 +1,8 @@
-"""torch.hub entry points: our trained APoT ResNet-20 (CIFAR-10) and the ImageNet ResNet builders.
+"""torch.hub entry points: our trained APoT CIFAR-10 ResNets and the ImageNet ResNet builders.
 
     model = torch.hub.load("path/to/clone", "apot_resnet20", source="local", bit=4,
                            pretrained=True)
+    model = torch.hub.load("path/to/clone", "apot_resnet56", source="local", bit=4)
     model = torch.hub.load("path/to/clone", "apot_resnet18", source="local", bit=4)
 
 The CIFAR weights are our reference runs' model_best.pth.tar, read from result/reference/ beside
@@ -20,12 +21,14 @@ from apot.runfolder import stage_name as _stage_name
 dependencies = ["torch", "torchvision"]
 
 _REFERENCE = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "result", "reference")
-_TRAINED = {"res20": (32, 4, 3, 2)}  # the networks and bit-widths whose chain has finished
+# the bit-widths whose stage of our reference chain has finished, per CIFAR network
+_TRAINED = {"res20": (32, 4, 3, 2), "res56": ()}
 
 
 def _weights_path(arch, bit):
     if bit not in _TRAINED.get(arch, ()):
-        have = ", ".join(f"{a} bit={'/'.join(map(str, bits))}" for a, bits in _TRAINED.items())
+        have = ", ".join(f"{a} bit={'/'.join(map(str, bits))}" for a, bits in _TRAINED.items()
+                         if bits)
         raise ValueError(f"no trained {arch} model at bit={bit!r}: we have {have}")
     path = _os.path.join(_REFERENCE, f"{arch}_{bit}bit", "model_best.pth.tar")
     if not _os.path.isfile(path):
@@ -45,11 +48,11 @@ def _load(model, path):
     return model
 
 
-def apot_resnet20(bit=4, pretrained=False, quant="apot"):
+def _cifar(arch, bit, pretrained, quant):
     from CIFAR.resnet import ARCHS
-    model = ARCHS["res20"](bit=bit, num_classes=10, quant=quant)
+    model = ARCHS[arch](bit=bit, num_classes=10, quant=quant)
     if pretrained:
-        _load(model, _weights_path("res20", bit))
+        _load(model, _weights_path(arch, bit))
     # main.py's layout: with inputs normalised as CIFAR.data.Normalize gives them (also
     # channels_last), the model computes exactly what `main.py -e` does
     return model.to(memory_format=_torch.channels_last).eval()
@@ -68,16 +71,35 @@ def _recipe_line(arch, bit):
     init = _re.search(r"_(\d+)bit", args.get("init", ""))
     start = f", from the {_stage_name(int(init.group(1)))} model" if init else ", from scratch"
     # model_best.pth.tar holds the first epoch that reached the best (strictly higher replaces)
+    # --bn-groups K: trained as the authors' K-GPU DataParallel, BatchNorm over batch/K images
+    groups = args.get("bn_groups", 1)
+    bn = f", BatchNorm over {args['batch_size'] // groups}-image slices" if groups > 1 else ""
     return (f"    bit={bit}: test top-1 {max(acc):.2f} (epoch {acc.index(max(acc))} of "
-            f"{args['epochs']}); lr {args['lr']}, weight decay {args['weight_decay']}{start}")
+            f"{args['epochs']}); lr {args['lr']}, weight decay {args['weight_decay']}{start}{bn}")
 
 
-apot_resnet20.__doc__ = (
-    "ResNet-20 on CIFAR-10 with APoT weights and activations (32 = full precision), in eval\n"
-    "mode. pretrained=True loads our reference run of that bit-width (CIFAR/run.sh, seed 0,\n"
-    "batch 128, lr x0.1 at epochs 150 and 225; the README's table):\n"
-    + "\n".join(_recipe_line("res20", b) for b in _TRAINED["res20"])
-    + "\nInputs: 32x32 images normalised with CIFAR-10's mean and std (CIFAR.data.Normalize).")
+def _cifar_doc(arch, name):
+    """The entry's help: what pretrained=True loads, each trained stage's top-1 and recipe."""
+    trained = _TRAINED[arch]
+    stages = ("\n".join(_recipe_line(arch, b) for b in trained) if trained else
+              f"    none yet: its chain is still training (result/reference/{arch}_*bit)")
+    return (f"{name} on CIFAR-10 with APoT weights and activations (32 = full precision), in\n"
+            "eval mode. pretrained=True loads our reference run of that bit-width (CIFAR/run.sh,\n"
+            "seed 0, batch 128, lr x0.1 at epochs 150 and 225; the README's table):\n"
+            f"{stages}\n"
+            "Inputs: 32x32 images normalised with CIFAR-10's mean and std (CIFAR.data.Normalize).")
+
+
+def apot_resnet20(bit=4, pretrained=False, quant="apot"):
+    return _cifar("res20", bit, pretrained, quant)
+
+
+def apot_resnet56(bit=4, pretrained=False, quant="apot"):
+    return _cifar("res56", bit, pretrained, quant)
+
+
+apot_resnet20.__doc__ = _cifar_doc("res20", "ResNet-20")
+apot_resnet56.__doc__ = _cifar_doc("res56", "ResNet-56")
 
 
 def _imagenet(name, bit, pretrained, num_classes, quant):

@@ -23,7 +23,7 @@ def test_list_and_help_read_the_clone(monkeypatch):
     clone, so everything after it (importing hubconf.py, finding the entries) runs as is."""
     monkeypatch.setattr(torch.hub, "_get_cache_or_reload", lambda *args, **kwargs: str(ROOT))
     assert torch.hub.list("owner/repo") == ["apot_resnet18", "apot_resnet20", "apot_resnet34",
-                                            "apot_resnet50"]
+                                            "apot_resnet50", "apot_resnet56"]
     doc = torch.hub.help("owner/repo", "apot_resnet20")
     for bit in BITS:  # each stage's accuracy and recipe, read from its files
         best = torch.load(ROOT / "result" / "reference" / f"res20_{bit}bit" / "model_best.pth.tar",
@@ -32,6 +32,22 @@ def test_list_and_help_read_the_clone(monkeypatch):
                          rf"{best['epoch'] - 1} of 300\); lr 0\.\d+, weight decay ", doc), doc
     assert "from the 3-bit model" in doc
     assert "(yours: we have trained none)" in torch.hub.help("owner/repo", "apot_resnet18")
+
+
+def test_resnet56_builds_the_56_layer_network_and_says_when_it_has_no_weights(monkeypatch):
+    hub = hubconf()
+    monkeypatch.setattr(hub, "_TRAINED", {"res20": BITS, "res56": ()})
+    model = torch.hub.load(str(ROOT), "apot_resnet56", source="local", bit=3)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # ResNet-(6n+2), n = 9 blocks in each of 3 stages: the stem conv, 2 convs per block and the
+    # two 1x1 shortcut convs where the width doubles (the 56th layer is the fc)
+    assert len(convs) == 1 + 2 * 27 + 2 and not model.training
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError) as error:
+        hub.apot_resnet56(bit=4, pretrained=True)
+    assert str(error.value) == "no trained res56 model at bit=4: we have res20 bit=32/4/3/2"
+    assert "none yet: its chain is still training (result/reference/res56_*bit)" in \
+        hub._cifar_doc("res56", "ResNet-56")
 
 
 @pytest.mark.parametrize("bit", BITS)
