@@ -53,9 +53,10 @@ def find_checkpoints(results, official, arch, stage_epochs):
 
 
 def plot(found, arch, out):
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
-    colours = {4: "tab:blue", 3: "tab:orange", 2: "tab:green"}
     layers = next(iter(found.values()))[1].keys()
+    # ResNet-20's 20 layers fill 9 inches; deeper networks widen so the tick labels stay apart
+    fig, axes = plt.subplots(2, 1, figsize=(max(9, 0.26 * len(layers)), 6.5), sharex=True)
+    colours = {4: "tab:blue", 3: "tab:orange", 2: "tab:green"}
     for label, (bit, alphas) in found.items():
         mine = label.startswith("ours")
         style = dict(color=colours[bit], marker="o" if mine else "x", ms=4, lw=1.2,
