@@ -70,10 +70,10 @@ def _recipe_line(arch, bit):
         return f"    bit={bit}: log unreadable here ({type(e).__name__})"
     init = _re.search(r"_(\d+)bit", args.get("init", ""))
     start = f", from the {_stage_name(int(init.group(1)))} model" if init else ", from scratch"
-    # model_best.pth.tar holds the first epoch that reached the best (strictly higher replaces)
     # --bn-groups K: trained as the authors' K-GPU DataParallel, BatchNorm over batch/K images
     groups = args.get("bn_groups", 1)
     bn = f", BatchNorm over {args['batch_size'] // groups}-image slices" if groups > 1 else ""
+    # model_best.pth.tar holds the first epoch that reached the best (strictly higher replaces)
     return (f"    bit={bit}: test top-1 {max(acc):.2f} (epoch {acc.index(max(acc))} of "
             f"{args['epochs']}); lr {args['lr']}, weight decay {args['weight_decay']}{start}{bn}")
 
