@@ -29,10 +29,10 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     """The session compiles into its own, empty torch.compile cache, shared by its workers.
     Inductor's on-disk cache is keyed neither by the instruction set it compiled for nor by
-    ATEN_CPU_CAPABILITY: after a native AVX-512 run, an AVX2-only run
-    (ATEN_CPU_CAPABILITY=avx2) that shared /tmp/torchinductor_$USER loaded the
-    other run's kernels and evaluated the authors' 4-bit ResNet-20 at 10% top-1, and the
-    reverse order aborted. A cache the user names (TORCHINDUCTOR_CACHE_DIR) is theirs to keep."""
+    ATEN_CPU_CAPABILITY: after a native AVX-512 run, an AVX2-only run (ATEN_CPU_CAPABILITY=avx2)
+    sharing /tmp/torchinductor_$USER loaded the other run's kernels and evaluated the authors'
+    4-bit ResNet-20 at 10% top-1, and the reverse order aborted. A cache the user names
+    (TORCHINDUCTOR_CACHE_DIR) is theirs to keep."""
     if hasattr(config, "workerinput") or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
         return  # a worker inherits its controller's folder through the environment
     config.inductor_cache = tempfile.mkdtemp(prefix="apot-tests-inductor-")
