@@ -21,8 +21,9 @@ from apot.runfolder import stage_name as _stage_name
 dependencies = ["torch", "torchvision"]
 
 _REFERENCE = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "result", "reference")
+_STAGES = (32, 4, 3, 2)  # a reference chain's stages, in the order CIFAR/run.sh trains them
 # the bit-widths whose stage of our reference chain has finished, per CIFAR network
-_TRAINED = {"res20": (32, 4, 3, 2), "res56": ()}
+_TRAINED = {"res20": _STAGES, "res56": ()}
 
 
 def _weights_path(arch, bit):
@@ -81,8 +82,12 @@ def _recipe_line(arch, bit):
 def _cifar_doc(arch, name):
     """The entry's help: what pretrained=True loads, each trained stage's top-1 and recipe."""
     trained = _TRAINED[arch]
-    stages = ("\n".join(_recipe_line(arch, b) for b in trained) if trained else
-              f"    none yet: its chain is still training (result/reference/{arch}_*bit)")
+    lines = [_recipe_line(arch, b) for b in trained]
+    training = [b for b in _STAGES if b not in trained]
+    if training:
+        lines.append(f"    bit={'/'.join(map(str, training))}: none yet, its chain is still "
+                     f"training (result/reference/{arch}_*bit)")
+    stages = "\n".join(lines)
     return (f"{name} on CIFAR-10 with APoT weights and activations (32 = full precision), in\n"
             "eval mode. pretrained=True loads our reference run of that bit-width (CIFAR/run.sh,\n"
             "seed 0, batch 128, lr x0.1 at epochs 150 and 225; the README's table):\n"

@@ -24,13 +24,14 @@ def test_list_and_help_read_the_clone(monkeypatch):
     monkeypatch.setattr(torch.hub, "_get_cache_or_reload", lambda *args, **kwargs: str(ROOT))
     assert torch.hub.list("owner/repo") == ["apot_resnet18", "apot_resnet20", "apot_resnet34",
                                             "apot_resnet50", "apot_resnet56"]
-    doc = torch.hub.help("owner/repo", "apot_resnet20")
-    for bit in BITS:  # each stage's accuracy and recipe, read from its files
-        best = torch.load(ROOT / "result" / "reference" / f"res20_{bit}bit" / "model_best.pth.tar",
-                          weights_only=True)
-        assert re.search(rf"bit={bit}: test top-1 {best['best_prec']:.2f} \(epoch "
-                         rf"{best['epoch'] - 1} of 300\); lr 0\.\d+, weight decay ", doc), doc
-    assert "from the 3-bit model" in doc
+    for arch, bits in hubconf()._TRAINED.items():
+        doc = torch.hub.help("owner/repo", f"apot_resnet{arch[3:]}")
+        for bit in bits:  # each stage's accuracy and recipe, read from its files
+            best = torch.load(ROOT / "result" / "reference" / f"{arch}_{bit}bit" /
+                              "model_best.pth.tar", weights_only=True)
+            assert re.search(rf"bit={bit}: test top-1 {best['best_prec']:.2f} \(epoch "
+                             rf"{best['epoch'] - 1} of 300\); lr 0\.\d+, weight decay ", doc), doc
+    assert "from the 3-bit model" in torch.hub.help("owner/repo", "apot_resnet20")
     assert "(yours: we have trained none)" in torch.hub.help("owner/repo", "apot_resnet18")
 
 
@@ -46,14 +47,32 @@ def test_resnet56_builds_the_56_layer_network_and_says_when_it_has_no_weights(mo
     with pytest.raises(ValueError) as error:
         hub.apot_resnet56(bit=4, pretrained=True)
     assert str(error.value) == "no trained res56 model at bit=4: we have res20 bit=32/4/3/2"
-    assert "none yet: its chain is still training (result/reference/res56_*bit)" in \
-        hub._cifar_doc("res56", "ResNet-56")
+    assert "    bit=32/4/3/2: none yet, its chain is still training " \
+        "(result/reference/res56_*bit)" in hub._cifar_doc("res56", "ResNet-56")
+    # the authors' two-GPU BatchNorm, as each chain's args.json records it
+    assert hub._recipe_line("res56", 32).endswith("from scratch, BatchNorm over 64-image slices")
+    assert hub._recipe_line("res20", 32).endswith("from scratch")
 
 
-@pytest.mark.parametrize("bit", BITS)
-def test_pretrained_models_hold_our_reference_weights(bit):
-    model = torch.hub.load(str(ROOT), "apot_resnet20", source="local", bit=bit, pretrained=True)
-    best = torch.load(ROOT / "result" / "reference" / f"res20_{bit}bit" / "model_best.pth.tar",
+def test_hub_lists_exactly_the_finished_stages_of_our_reference_chains():
+    """A stage is listed once all its epochs are logged (tools/runs.py's test), and its help
+    line names the rest of the chain as still training."""
+    from tools.runs import find_runs, finished_runs
+    hub = hubconf()
+    for arch, trained in hub._TRAINED.items():
+        finished = finished_runs(find_runs(ROOT / "result" / "reference", arch), 300)
+        assert set(trained) == set(finished), arch
+        unfinished = [b for b in BITS if b not in trained]
+        doc = hub._cifar_doc(arch, arch)
+        assert (f"bit={'/'.join(map(str, unfinished))}: none yet" in doc) == bool(unfinished)
+
+
+@pytest.mark.parametrize("arch,bit", [(arch, bit) for arch, bits in hubconf()._TRAINED.items()
+                                      for bit in bits])
+def test_pretrained_models_hold_our_reference_weights(arch, bit):
+    model = torch.hub.load(str(ROOT), f"apot_resnet{arch[3:]}", source="local", bit=bit,
+                           pretrained=True)
+    best = torch.load(ROOT / "result" / "reference" / f"{arch}_{bit}bit" / "model_best.pth.tar",
                       weights_only=True)["state_dict"]
     ours = model.state_dict()
     assert not model.training and ours.keys() == best.keys()
@@ -69,7 +88,8 @@ def test_unknown_models_and_missing_weights_are_one_line_errors(tmp_path, monkey
     cases = [
         (lambda: torch.hub.load(str(ROOT), "apot_resnet20", source="local", bit=5,
                                 pretrained=True),
-         ValueError, r"no trained res20 model at bit=5: we have res20 bit=32/4/3/2"),
+         ValueError, r"no trained res20 model at bit=5: we have res20 bit=32/4/3/2"
+                     r"(, res56 bit=[\d/]+)?"),
         (lambda: torch.hub.load(str(ROOT), "apot_resnet18", source="local", pretrained=True),
          ValueError, r"we have trained no resnet18: pretrained takes the path of your own "
                      r"checkpoint \(ImageNet/main\.py's model_best\.pth\.tar\), or False"),
