@@ -539,7 +539,8 @@ def test_reference_numbers_come_from_the_method_docs_table(tmp_path):
 
 def test_speed_tables_are_made_from_the_bench_summaries(tmp_path):
     import json
-    from tools.speed_tables import compile_step_table, main, ratios_table, variants_table
+    from tools.speed_tables import (compile_step_table, layouts_ratio_table, main,
+                                     ratios_table, variants_table)
     assert ratios_table({  # 250.4 / 200 and 0.5 s against 200 ms x 391 steps
         "arch": "res20", "batch": 128, "bit": 4, "step_ms": {"32": 200.0, "4": 250.4},
         "projection_ms": {"ours": 1.25, "brute_force": 250.0, "differ": 0},
@@ -565,6 +566,21 @@ def test_speed_tables_are_made_from_the_bench_summaries(tmp_path):
     assert compile_step_table({"batch": 128, "step_ms": {
         "quantizers": {"32": 10.0, "4": 30.0}, "cudagraphs": {"32": 5.0, "4": 6.0}}}).splitlines()[
         -1] == "| `--compile-model` | 5.00 ms | 6.00 ms (**5.0x** faster) |"
+    # one row per run, named by its flags and arithmetic; only the bit-widths every run timed
+    assert layouts_ratio_table(
+        {"arch": "res56", "batch": 128, "bn_groups": 2, "compile_model": False,
+         "where": "NVIDIA H200, IEEE FP32", "layout_step_ms": {
+             "32": {"NCHW": 20.0, "channels_last": 21.0},
+             "4": {"NCHW": 40.0, "channels_last": 30.0}, "2": {"NCHW": 1.0, "channels_last": 1.0}}},
+        {"arch": "res20", "batch": 128, "bn_groups": 1, "compile_model": True,
+         "where": "NVIDIA H200, TF32", "layout_step_ms": {
+             "32": {"NCHW": 4.0, "channels_last": 5.0},
+             "4": {"NCHW": 8.0, "channels_last": 4.0}}}).splitlines() == [
+        "| channels_last / NCHW, training step, batch 128 | FP32 | 4-bit |", "|---|---|---|",
+        "| ResNet-56, `--bn-groups 2`, IEEE FP32 | **1.05** (20.0 -> 21.0 ms) | "
+        "**0.75** (40.0 -> 30.0 ms) |",
+        "| ResNet-20, `--compile-model`, TF32 (`--tf32`) | **1.25** (4.0 -> 5.0 ms) | "
+        "**0.50** (8.0 -> 4.0 ms) |"]
     # every summary is read before anything is written: a missing one changes nothing
     (tmp_path / "cpu_speed").mkdir()
     (tmp_path / "cpu_speed" / "res20_bench.json").write_text(json.dumps({}))

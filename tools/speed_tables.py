@@ -1,9 +1,9 @@
 """The tables of docs/speed.md, made from CIFAR/bench.py's JSON summaries (--summary) under
 result/: on the CPU (cpu_speed/) the training-step, projection and batch-making ratios of one
 run, and the ResNet-56 steps in both memory formats and with and without --compile-model; on an
-H200 (gpu_check/, gpu_speed/) steps and epochs, with --tf32 and with --compile-model. The GPU
-summaries were converted from the logs of those runs, which predate --summary (each names its
-log); tools/gpu_check.sh writes new ones.
+H200 (gpu_check/, gpu_speed/) steps and epochs, with --tf32 and with --compile-model, and the
+steps in both memory formats. The GPU summaries before gpu_speed/4_* were converted from the logs
+of those runs, which predate --summary (each names its log); tools/gpu_check.sh writes new ones.
 
     python tools/speed_tables.py [--results result] [--docs docs]
     python tools/speed_tables.py --update    # rewrites only docs/speed.md's marked blocks
@@ -97,6 +97,28 @@ def compile_epoch_table(default, compiled):
         f"~{stage['32']['stage_minutes']:.1f} min | ~{stage['4']['stage_minutes']:.1f} min | |"])
 
 
+def setting(s):
+    """A bench summary's model and arithmetic, as main.py's flags."""
+    flags = [f"`--bn-groups {s['bn_groups']}`"] * (s["bn_groups"] > 1) + [
+        "`--compile-model`"] * s["compile_model"]
+    arithmetic = "TF32 (`--tf32`)" if s["where"].endswith("TF32") else "IEEE FP32"
+    return ", ".join([network(s["arch"]), *flags, arithmetic])
+
+
+def layouts_ratio_table(*summaries):
+    """bench.py --layouts runs, one row each: channels_last / NCHW per model, with both steps."""
+    bits = [b for b in summaries[0]["layout_step_ms"]
+            if all(b in s["layout_step_ms"] for s in summaries)]
+    rows = [f"| {setting(s)} | " + " | ".join(
+        f"**{ms['channels_last'] / ms['NCHW']:.2f}** ({ms['NCHW']:.1f} -> "
+        f"{ms['channels_last']:.1f} ms)" for ms in (s["layout_step_ms"][b] for b in bits)) + " |"
+        for s in summaries]
+    return "\n".join([
+        f"| channels_last / NCHW, training step, batch {summaries[0]['batch']} | "
+        + " | ".join(stage_name(int(b)) for b in bits) + " |",
+        "|---" * (len(bits) + 1) + "|", *rows])
+
+
 # table -> (its summaries under --results, the function that makes it from them)
 TABLES = {"cpu": (["cpu_speed/res20_bench.json"], ratios_table),
           "layouts": (["cpu_speed/res56_layouts.json"],
@@ -107,7 +129,13 @@ TABLES = {"cpu": (["cpu_speed/res20_bench.json"], ratios_table),
                   gpu_table),
           "gpu-compile-step": (["gpu_speed/1_h200.json"], compile_step_table),
           "gpu-compile-epochs": (["gpu_speed/3b_h200.json", "gpu_speed/3_h200_compile_model.json"],
-                                 compile_epoch_table)}
+                                 compile_epoch_table),
+          "gpu-compile-res56": (["gpu_speed/6_h200_res56_compile.json"],
+                                lambda s: variants_table(s, "compile_step_ms")),
+          "gpu-layouts": (["gpu_speed/4_h200_res56_layouts.json",
+                           "gpu_speed/4_h200_res20_layouts.json",
+                           "gpu_speed/5_h200_res20_layouts_compile_model.json",
+                           "gpu_speed/5_h200_res56_layouts_tf32.json"], layouts_ratio_table)}
 
 
 def main(argv=None):
