@@ -113,6 +113,30 @@ def test_gaps_compare_each_finished_stage_with_its_mean_and_the_references(tmp_p
         "-0.96 (sd is 0), the rerun 91.02 -1.02 (sd is 0)"]
 
 
+def test_phases_describe_each_run_of_one_lr(tmp_path):
+    from tools.results_table import main
+    head = "epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,seconds\n"
+    for bit, rows in ((32, ["0,0.1,1,50,1.5,60", "1,0.1,1,70,1.2,80", "2,0.1,1,60,1.3,70",
+                            "3,0.01,1,90,0.9,85", "4,0.01,1,95,1.0,84"]),
+                      (4, ["0,0.04,1,91,0.5,88"])):
+        (tmp_path / f"res20_{bit}bit").mkdir()
+        (tmp_path / f"res20_{bit}bit" / "log.csv").write_text(
+            head + "".join(f"{r},0,1\n" for r in rows))
+    proc = run_in_process(main, "--results", tmp_path, "--epochs", "5", "--phases", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        # halves of 3 epochs: 1 and 2 (60; 80 and 70)
+        "FP32, epochs 0-2 (lr 0.1): test accuracy peak 80.00 (epoch 1), last 70.00, mean 60.00 "
+        "over epochs 0-0 and 75.00 over 1-2; test loss min 1.200 (epoch 1), last 1.300; "
+        "training accuracy mean 60.00, last 60.00",
+        "FP32, epochs 3-4 (lr 0.01): test accuracy peak 85.00 (epoch 3), last 84.00, mean 85.00 "
+        "over epochs 3-3 and 84.00 over 4-4; test loss min 0.900 (epoch 3), last 1.000; "
+        "training accuracy mean 92.50, last 95.00",
+        # a phase of one epoch has no halves; an unfinished stage is described too
+        "4-bit, epochs 0-0 (lr 0.04): test accuracy peak 88.00 (epoch 0), last 88.00; test loss "
+        "min 0.500 (epoch 0), last 0.500; training accuracy mean 91.00, last 91.00"]
+
+
 def test_a_short_stage_ends_in_the_lr_phase_its_schedule_reaches(tmp_path):
     from CIFAR.main import LR_STEPS
     from tools.results_table import main

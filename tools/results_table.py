@@ -6,6 +6,7 @@
     python tools/results_table.py --arch res56 --update README.md   # the ResNet-56 block
     python tools/results_table.py --finished           # e.g. "32 4": the finished stages
     python tools/results_table.py --gaps               # the numbers "where we differ" cites
+    python tools/results_table.py --phases             # and the shape of each lr phase
 
 One markdown row per stage (FP32, 4, 3, 2 bits): epochs done, our best test accuracy and its
 epoch (what model_best.pth.tar holds), the final epoch's accuracy, the mean and sd of the test
@@ -26,7 +27,13 @@ milestone it reaches (150 for 200 epochs, 0 for fewer than 151).
 each reference (also in units of the last-phase sd), and for a quantized stage how its drop from
 FP32 compares with the references' drops, the gap to each split into its FP32 part and the
 stage's own part: the arithmetic of docs/reproduction.md's "where we differ", done once.
+
+--phases prints, for every stage logged so far, each run of epochs at one lr (as log.csv records
+it): the test accuracy's peak and last value and its mean over each half of the phase, the test
+loss's minimum and last value, and the training accuracy's mean and last value (on augmented
+batches): how a phase rose, peaked or sagged, which "where we differ" describes.
 """
+import itertools
 import argparse
 import statistics
 
@@ -154,6 +161,31 @@ def gaps(runs, epochs, start, refs=None):
                      for line in stage_gaps(bit, finished[bit], start, fp32_best, refs))
 
 
+def lr_phases(rows):
+    """A stage's log rows in runs of one lr, in order."""
+    return [list(rows) for _, rows in itertools.groupby(rows, key=lambda r: float(r["lr"]))]
+
+
+def phase_lines(bit, rows):
+    """The --phases lines of one stage: one per lr phase logged."""
+    lines = []
+    for phase in lr_phases(rows):
+        epoch = [int(r["epoch"]) for r in phase]
+        acc, loss, train = ([float(r[k]) for r in phase]
+                            for k in ("test_acc", "test_loss", "train_acc"))
+        half = len(phase) // 2
+        halves = (f", mean {statistics.mean(acc[:half]):.2f} over epochs {epoch[0]}-"
+                  f"{epoch[half - 1]} and {statistics.mean(acc[half:]):.2f} over "
+                  f"{epoch[half]}-{epoch[-1]}") if half else ""
+        lines.append(
+            f"{stage_name(bit)}, epochs {epoch[0]}-{epoch[-1]} (lr {float(phase[0]['lr']):g}): "
+            f"test accuracy peak {max(acc):.2f} (epoch {epoch[acc.index(max(acc))]}), last "
+            f"{acc[-1]:.2f}{halves}; test loss min {min(loss):.3f} (epoch "
+            f"{epoch[loss.index(min(loss))]}), last {loss[-1]:.3f}; training accuracy mean "
+            f"{statistics.mean(train):.2f}, last {train[-1]:.2f}")
+    return lines
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(p)
@@ -165,11 +197,17 @@ def main(argv=None):
     p.add_argument("--gaps", action="store_true",
                    help="print how each finished stage's best compares with its mean and the "
                         "references, instead of the table")
+    p.add_argument("--phases", action="store_true",
+                   help="print each lr phase's peak, halves, test loss and training accuracy "
+                        "for every stage logged, instead of the table")
     args = p.parse_args(argv)
     runs, start = load_runs(args), last_phase_start(args.epochs)
     if args.finished:
         finished = finished_runs(runs, args.epochs)
         print(" ".join(str(b) for b in STAGES if b in finished))
+        return
+    if args.phases:
+        print("\n".join(line for bit, rows in runs.items() for line in phase_lines(bit, rows)))
         return
     refs = references(args.arch)
     if args.gaps:
