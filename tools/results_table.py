@@ -33,8 +33,8 @@ it): the test accuracy's peak and last value and its mean over each half of the 
 loss's minimum and last value, and the training accuracy's mean and last value (on augmented
 batches): how a phase rose, peaked or sagged, which "where we differ" describes.
 """
-import itertools
 import argparse
+import itertools
 import statistics
 
 from apot.runfolder import stage_name
@@ -163,7 +163,7 @@ def gaps(runs, epochs, start, refs=None):
 
 def lr_phases(rows):
     """A stage's log rows in runs of one lr, in order."""
-    return [list(rows) for _, rows in itertools.groupby(rows, key=lambda r: float(r["lr"]))]
+    return [list(phase) for _, phase in itertools.groupby(rows, key=lambda r: float(r["lr"]))]
 
 
 def phase_lines(bit, rows):
