@@ -182,7 +182,8 @@ def test_block_markers_name_the_block_and_the_command_that_rewrites_it():
 
 
 def test_update_rewrites_only_the_marked_block(tmp_path):
-    from tools.results_table import BEGIN, END, main
+    from tools.results_table import main, markers
+    BEGIN, END = markers("res20")
     run = tmp_path / "res20_32bit"
     run.mkdir()
     (run / "log.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,best_acc,"
@@ -276,7 +277,8 @@ def test_stage_table_gives_each_epoch_the_cpu_the_chain_output_names(tmp_path):
 
 def test_a_log_longer_than_the_stage_is_refused(tmp_path):
     from tools.plot_curves import main as plot_main
-    from tools.results_table import BEGIN, END, main
+    from tools.results_table import main, markers
+    BEGIN, END = markers("res20")
     write_logs(tmp_path, {32: [(90.0, 1)] * 3, 4: [(89.0, 1)] * 5})
     readme = tmp_path / "README.md"
     readme.write_text(f"{BEGIN}\nkept\n{END}\n")

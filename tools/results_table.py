@@ -54,8 +54,6 @@ def markers(arch):
     return block_markers(f"results-table {arch}", f"tools/results_table.py --arch {arch} --update")
 
 
-BEGIN, END = markers("res20")
-
 
 def stage_cells(rows, epochs, fp32, start):
     """The cells of one stage's log rows; fp32 = (best, last-phase mean) of a finished FP32
