@@ -54,7 +54,6 @@ def markers(arch):
     return block_markers(f"results-table {arch}", f"tools/results_table.py --arch {arch} --update")
 
 
-
 def stage_cells(rows, epochs, fp32, start):
     """The cells of one stage's log rows; fp32 = (best, last-phase mean) of a finished FP32
     stage, or None. Final accuracy, last-phase mean and drops only for a finished stage."""
