@@ -14,8 +14,8 @@ from apot.checkpoint import TrainingParts, check_run_meta, load_checkpoint, load
 from apot.cli import cli_main, non_negative_int, training_parser
 from apot.devices import start_process, wrap_model
 from apot.errors import UserError
-from apot.training import (EpochSums, check_finite, create_model, is_alpha, memory_format,
-                           resume_or_start, run_meta, train_epochs)
+from apot.training import (EpochSums, check_finite, create_model, hold_alphas, is_alpha,
+                           memory_format, resume_or_start, run_meta, train_epochs)
 from CIFAR.data import NUM_CLASSES, Normalize, load_cifar, train_batches
 from CIFAR.resnet import ARCHS
 
@@ -58,8 +58,10 @@ def param_groups(model, args):
 
 
 def make_optimizer(model, args):
-    return torch.optim.SGD(param_groups(model, args), lr=args.lr, momentum=args.momentum,
-                           weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(param_groups(model, args), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    hold_alphas(optimizer, model, args.alpha_floor)
+    return optimizer
 
 
 def make_scheduler(optimizer, args):

@@ -17,8 +17,8 @@ from apot.checkpoint import TrainingParts, check_run_meta, load_checkpoint, load
 from apot.cli import cli_main, non_negative_int, positive_float, positive_int, training_parser
 from apot.devices import start_process, wrap_model
 from apot.errors import UserError
-from apot.training import (EpochSums, check_finite, create_model, is_alpha, resume_or_start,
-                           run_meta, train_epochs)
+from apot.training import (EpochSums, check_finite, create_model, hold_alphas, is_alpha,
+                           resume_or_start, run_meta, train_epochs)
 from ImageNet.data import IMAGE_SIZE, eval_loader, image_folder, train_and_val, train_loader
 from ImageNet.resnet import ARCHS
 
@@ -156,6 +156,7 @@ def make_training(model, args, iters_per_epoch, device):
     and the loss scaler (on only with --amp on a GPU: CPU autocast runs bfloat16)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
+    hold_alphas(optimizer, model, args.alpha_floor)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args, iters_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
     return optimizer, scheduler, scaler

@@ -65,6 +65,10 @@ def training_parser(description, archs, **defaults):
     p.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4,
                    type=non_negative_float)
     p.add_argument("--momentum", default=0.9, type=non_negative_float)
+    p.add_argument("--alpha-floor", default=0.0, type=non_negative_float, metavar="F",
+                   help="after every step, raise any clipping threshold (alpha) below F to F; "
+                        "0: never, as the authors' code, where an alpha stepping through zero "
+                        "makes the loss NaN")
     p.add_argument("--bn-groups", default=1, type=int, metavar="K",
                    help="in training, every BatchNorm normalises K slices of the per-process "
                         "batch apart, the first alone updating the running statistics: what "

@@ -25,6 +25,23 @@ def is_alpha(key):
     return key.endswith(ALPHA_NAMES)
 
 
+def hold_alphas(optimizer, model, floor):
+    """--alpha-floor: after every optimizer step, raise each clipping threshold below floor to
+    it. Nothing changes while every alpha stays at or above floor, so such a run is the
+    authors' arithmetic; without it an alpha that the step carries through zero makes a/alpha
+    change sign and the loss NaN within a few steps (our ResNet-56 4-bit run at epoch 121)."""
+    alphas = [p for name, p in model.named_parameters() if is_alpha(name)]
+    if floor <= 0 or not alphas:
+        return
+
+    @torch.no_grad()
+    def hold(*_):
+        for p in alphas:
+            p.clamp_(min=floor)
+
+    optimizer.register_step_post_hook(hold)
+
+
 def create_model(archs, args, num_classes):
     """main.py's model: archs[args.arch] at args.bit with args.quant's levels, its BatchNorms
     split into args.bn_groups, in args.channels_last's memory format."""
@@ -78,7 +95,8 @@ def check_finite(loss_sum, epoch, step, steps):
     if not math.isfinite(value):
         first = step - step % NAN_CHECK_EVERY
         raise UserError(f"loss is {value} at epoch {epoch}, steps {first}-{step}: training "
-                        "diverged; the last checkpoint is intact (lower --lr or check the data)")
+                        "diverged; the last checkpoint is intact (lower --lr, check the data, or "
+                        "keep the clipping thresholds positive with --alpha-floor)")
     return True
 
 

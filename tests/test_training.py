@@ -64,12 +64,55 @@ def test_gpu_convolutions_are_ieee_fp32_unless_tf32(restore_precision):
     (["--lr", "-0.1"], "argument --lr/--learning-rate: must be a positive number, got -0.1"),
     (["--lr", "nan"], "argument --lr/--learning-rate: must be a positive number, got nan"),
     (["--wd", "x"], "argument --wd/--weight-decay: must be a non-negative number, got 'x'"),
-    (["--threads", "-1"], "argument --threads: must be a non-negative integer, got -1")])
+    (["--threads", "-1"], "argument --threads: must be a non-negative integer, got -1"),
+    (["--alpha-floor", "-0.5"], "argument --alpha-floor: must be a non-negative number, got -0.5")])
 def test_numeric_arguments_are_checked_where_they_are_parsed(argv, message, tmp_path):
     from CIFAR.main import main
     proc = run_in_process(main, *argv, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(f"error: {message} (see ") and len(proc.stderr.splitlines()) == 1
+
+
+def cifar_training(floor):
+    from CIFAR.main import get_args_parser, make_optimizer
+    from CIFAR.resnet import resnet20_cifar
+    model = resnet20_cifar(bit=4)
+    args = get_args_parser().parse_args(["--alpha-floor", str(floor)])
+    return model, make_optimizer(model, args)
+
+
+def imagenet_training(floor):
+    from ImageNet.main import get_args_parser, make_training
+    from ImageNet.resnet import resnet18
+    model = resnet18(bit=4)
+    args = get_args_parser().parse_args(["--data", "x", "--alpha-floor", str(floor)])
+    return model, make_training(model, args, 100, torch.device("cpu"))[0]
+
+
+@pytest.mark.parametrize("training", [cifar_training, imagenet_training])
+def test_alpha_floor_raises_the_alphas_below_it_and_changes_nothing_else(training):
+    """One SGD step from the same state and gradients, with --alpha-floor 0.5 and without (0,
+    the authors' arithmetic): the alphas the plain step leaves below 0.5 (here the ones set to
+    -0.2 and 0.1, both kinds) are exactly 0.5, and every other tensor is bit-identical."""
+    def step(floor):
+        torch.manual_seed(0)
+        model, optimizer = training(floor)
+        alphas = [p for name, p in model.named_parameters() if name.endswith("alpha")]
+        with torch.no_grad():
+            alphas[0].fill_(-0.2)  # the first layer's activation alpha
+            alphas[1].fill_(0.1)   # its weight alpha
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.grad = 0.01 * torch.randn(p.shape, generator=g)
+        optimizer.step()
+        return dict(model.named_parameters())
+
+    plain, held = step(0), step(0.5)
+    raised = [name for name, p in plain.items() if name.endswith("alpha") and p.item() < 0.5]
+    assert len({n.rsplit(".", 1)[1] for n in raised}) == 2  # activation and weight alphas
+    assert plain[raised[0]].item() < 0  # without the floor the alpha goes through zero
+    for name, p in held.items():
+        assert torch.equal(p, torch.full_like(p, 0.5) if name in raised else plain[name]), name
 
 
 def test_imagenet_numeric_arguments_too(tmp_path):
