@@ -211,7 +211,8 @@ def test_each_architecture_has_its_references_block_and_recorded_set_up(tmp_path
     from tools.results_table import main, markers
     write_logs(tmp_path, {32: [(93.0, 1)] * 3, 4: [(92.0, 1)]}, arch="res56")
     (tmp_path / "res56_32bit" / "args.json").write_text('{"bn_groups": 2, "channels_last": true}')
-    (tmp_path / "res56_4bit" / "args.json").write_text('{"bn_groups": 2, "channels_last": false}')
+    (tmp_path / "res56_4bit" / "args.json").write_text(
+        '{"bn_groups": 2, "channels_last": false, "alpha_floor": 0.001}')
     write_logs(tmp_path, {32: [(91.0, 1)] * 3}, arch="res20")  # no args.json: an early run
     readme = tmp_path / "README.md"
     blocks = [line for arch in ("res20", "res56") for line in (*markers(arch), "")]
@@ -226,8 +227,8 @@ def test_each_architecture_has_its_references_block_and_recorded_set_up(tmp_path
             in res56)
     assert "| 4-bit | 1/3 | 92.00 (0) | not finished |  |  |  | 1 | 94.0 (-0.8) | 93.93 | 93.85 |" \
         in res56
-    assert "Set-up (args.json): FP32 --bn-groups 2, channels_last; 4-bit --bn-groups 2, NCHW" \
-        in res56
+    assert ("Set-up (args.json): FP32 --bn-groups 2, channels_last; 4-bit --bn-groups 2, NCHW, "
+            "--alpha-floor 0.001") in res56
     assert "| FP32 | 3/3 | 91.00 (0) |" in res20 and "| 91.6 | 92.96 | 92.90 |" in res20
     assert "Set-up of every stage (args.json): --bn-groups 1, channels_last" in res20
     proc = run_in_process(main, "--results", tmp_path, "--arch", "res110", cwd=tmp_path)
@@ -647,3 +648,36 @@ def test_faithfulness_table_is_made_from_the_summaries(tmp_path):
     proc = run_in_process(main, "--update", tmp_path / "README.md", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "README.md").read_text() == f"a\n{MARKERS[0]}\n{block}\n{MARKERS[1]}\nb\n"
+
+
+def test_replay_steps_retraces_the_epoch_the_run_trained_next(tmp_path, tiny_cifar):
+    """Epoch 1 replayed from a run's epoch-1 checkpoint: its four step losses, averaged per
+    image as main.py sums them (float64), give the train loss the run logged for epoch 1."""
+    import shutil
+    from apot.projection import compilation
+    from CIFAR.main import main
+    from tools.replay_steps import replay, run_args
+    run = tmp_path / "run"
+
+    def train(epochs, *extra):
+        proc = run_in_process(main, "-a", "res20", "--bit", "4", "--lr", "0.04", "-b", "16",
+                              "--epochs", epochs, "--data", tiny_cifar, "--no-progress",
+                              "--save-dir", run, *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+
+    train("1")
+    shutil.copy(run / "checkpoint.pth.tar", tmp_path / "epoch1.pth.tar")
+    train("2", "--resume", run / "checkpoint.pth.tar")
+    logged = torch.load(run / "checkpoint.pth.tar", weights_only=True)["history"][1]
+    lines = []
+    with compilation(False):  # as run_in_process trains
+        losses = replay(run_args(str(tmp_path / "epoch1.pth.tar"), str(tiny_cifar), None),
+                        steps=100, show=1, say=lines.append)
+    assert len(losses) == 4 and lines[0].startswith("epoch 1 of ")
+    sizes = [16, 16, 16, 12]  # tiny_cifar's 60 training images in batches of 16
+    assert round(sum(loss * n for loss, n in zip(losses, sizes)) / 60, 5) == logged["train_loss"]
+    assert re.fullmatch(r"step 3 loss \d+\.\d{4} \| \S+alpha [-\d.e]+", lines[-1])
+    with compilation(False):  # --alpha-floor 100 holds every alpha at 100 after the step
+        replay(run_args(str(tmp_path / "epoch1.pth.tar"), str(tiny_cifar), 100.0),
+               steps=1, show=1, say=lines.append)
+    assert re.fullmatch(r"step 0 loss \S+ \| \S+alpha 100", lines[-1])

@@ -87,12 +87,15 @@ def reference_cells(bit, refs):
 
 def setup_line(results, arch, bits):
     """What the stages' args.json record of how they were trained: --bn-groups (absent: 1, the
-    runs made before the flag) and the memory format (absent: channels_last, the only one then)."""
+    runs made before the flag), the memory format (absent: channels_last, the only one then)
+    and --alpha-floor where a stage set one (absent: none)."""
     setups = {}
     for bit in bits:
         args = stage_args(results, arch, bit)
         layout = "channels_last" if args.get("channels_last", True) else "NCHW"
         setups[bit] = f"--bn-groups {args.get('bn_groups', 1)}, {layout}"
+        if args.get("alpha_floor", 0):
+            setups[bit] += f", --alpha-floor {args['alpha_floor']:g}"
     if len(set(setups.values())) == 1:
         return f"Set-up of every stage (args.json): {next(iter(setups.values()))}"
     return "Set-up (args.json): " + "; ".join(f"{stage_name(b)} {s}" for b, s in setups.items())
