@@ -50,7 +50,7 @@ def replay(args, steps, show, say=print):
         _, loss = cifar.train_step(model, criterion, optimizer, normalize(images), target)
         losses.append(loss.item())
         smallest = sorted((p.item(), name) for name, p in alphas.items())[:show]
-        say(f"step {step} loss {loss.item():.4f} | "
+        say(f"step {step} loss {losses[-1]:.4f} | "
             + ", ".join(f"{name} {value:.5g}" for value, name in smallest))
         if not math.isfinite(losses[-1]):
             break
