@@ -248,9 +248,10 @@ def test_stage_table_gives_each_epoch_the_cpu_the_chain_output_names(tmp_path):
         "== chain started 2026-12-02 18:55:21 at 20f3431 on AMD EPYC\n"
         "== FP32 stage: starting in r/res56_32bit\n"
         "epoch 0: lr 0.1 ...\nepoch 1: lr 0.1 ...\nepoch 2: lr 0.1 ...\n"
-        # a new clone resumed from epoch 2's committed checkpoint, on another CPU: epoch 2 is
-        # the Xeon's, as its log.csv row is, and so on; the 4-bit epoch 1 ran outside the chain
-        "== chain resumed 2026-12-03 00:20:40 at c97811c on Intel Xeon\n"
+        # a new clone resumed from epoch 2's committed checkpoint, on another CPU (with a flag
+        # added, which is not part of the CPU): epoch 2 is the Xeon's, as its log.csv row is,
+        # and so on; the 4-bit epoch 1 ran outside the chain
+        "== chain resumed 2026-12-03 00:20:40 at c97811c on Intel Xeon with --alpha-floor 1e-3\n"
         "no GPU found: running on the CPU\nepoch 9: before any stage line, so nobody's\n"
         "== FP32 stage: continuing r/res56_32bit/checkpoint.pth.tar\n"
         "epoch 2: lr 0.1 ...\nepoch 3: lr 0.1 ...\n"

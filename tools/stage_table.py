@@ -6,9 +6,10 @@ logged hours (its log.csv), with the CPU of each epoch read from the chain's out
     python tools/stage_table.py --arch res56 --update docs/reproduction.md
 
 The chain's output is RESULTS/<arch>_chain.out, everything `CIFAR/run.sh` printed, appended to
-at every start and resume after a line `== chain resumed DATE TIME at COMMIT on CPU`. Each
-`epoch N:` line that follows a stage's `== ... stage:` line belongs to that stage and to the CPU
-of the last such line. An epoch trained twice (a new clone resuming from an older committed
+at every start and resume after a line `== chain resumed DATE TIME at COMMIT on CPU` (the CPU
+ends at a ` with ...` that says how the resume differs, such as a flag added). Each `epoch N:`
+line that follows a stage's `== ... stage:` line belongs to that stage and to the CPU of the
+last such line. An epoch trained twice (a new clone resuming from an older committed
 checkpoint) counts where it ran last, as its row in log.csv does. An epoch that no CPU line
 precedes is "not recorded".
 """
@@ -21,7 +22,7 @@ from apot.runfolder import stage_name
 from tools.docblock import markers as block_markers, update_or_print
 from tools.runs import STAGES, check_folder, find_runs, stage_args
 
-CPU_LINE = re.compile(r"== chain (?:started|resumed) \S+ \S+ at \S+ on (.+)")
+CPU_LINE = re.compile(r"== chain (?:started|resumed) \S+ \S+ at \S+ on (.+?)(?: with .*)?")
 STAGE_LINE = re.compile(r"== .* stage: (?:starting in|continuing) \S*_(\d+)bit\b")
 EPOCH_LINE = re.compile(r"epoch (\d+):")
 NOT_RECORDED = "not recorded"
