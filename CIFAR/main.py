@@ -70,6 +70,14 @@ def make_scheduler(optimizer, args):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=LR_STEPS, gamma=0.1)
 
 
+def training_parts(model, args):
+    """The model with what trains it and what --resume must match: optimizer, lr schedule and
+    the run's metadata."""
+    optimizer = make_optimizer(model, args)
+    return TrainingParts(model, optimizer, make_scheduler(optimizer, args),
+                         run_meta(args, RUN_META))
+
+
 def compile_whole(model):
     """--compile-model: one graph for the whole model, the quantizers traced into it, replayed
     as CUDA graphs on a GPU, where the 4-bit step is otherwise bound by kernel launches
@@ -141,9 +149,7 @@ def run(args):
     criterion = nn.CrossEntropyLoss()
     load_initial_weights(model, args, ctx.say)
     if not args.evaluate:
-        optimizer = make_optimizer(model, args)
-        parts = TrainingParts(model, optimizer, make_scheduler(optimizer, args),
-                              run_meta(args, RUN_META))
+        parts = training_parts(model, args)
         progress = resume_or_start(args, ctx, parts)
         if progress.epoch >= args.epochs:  # a finished stage: no data to load
             return train_epochs(args, ctx, parts, progress, None, None)
@@ -163,8 +169,8 @@ def run(args):
     train_data = tuple(t.to(ctx.device) for t in data[:2])
 
     def train_epoch(epoch):
-        loss, acc = train_one_epoch(net, criterion, optimizer, train_data, normalize, epoch,
-                                    args, ctx)
+        loss, acc = train_one_epoch(net, criterion, parts.optimizer, train_data, normalize,
+                                    epoch, args, ctx)
         return dict(train_loss=loss, train_acc=acc)
 
     def test_epoch():

@@ -13,9 +13,9 @@ import os
 import torch
 import torch.nn as nn
 
-from apot.checkpoint import TrainingParts, load_checkpoint, restore_run
+from apot.checkpoint import load_checkpoint, restore_run
 from apot.cli import ArgumentParser, cli_main, data_root, non_negative_float, positive_int
-from apot.training import is_alpha, memory_format, run_meta
+from apot.training import is_alpha, memory_format
 from CIFAR import main as cifar
 from CIFAR.data import Normalize, load_cifar, train_batches
 
@@ -34,9 +34,7 @@ def replay(args, steps, show, say=print):
     """Train up to `steps` steps of the epoch args.resume's checkpoint ends before; returns
     their losses."""
     model = cifar.build_model(args)
-    optimizer = cifar.make_optimizer(model, args)
-    parts = TrainingParts(model, optimizer, cifar.make_scheduler(optimizer, args),
-                          run_meta(args, cifar.RUN_META))
+    parts = cifar.training_parts(model, args)
     epoch = restore_run(args.resume, parts).epoch
     x, y = load_cifar(args.data, args.dataset, download=False, train=True)[:2]
     normalize = Normalize(args.dataset, torch.device("cpu"), memory_format(args))
@@ -47,7 +45,8 @@ def replay(args, steps, show, say=print):
     batches = train_batches(x, y, args.batch_size, args.seed, epoch, 0, 1)
     losses = []
     for step, (images, target) in zip(range(steps), batches):
-        _, loss = cifar.train_step(model, criterion, optimizer, normalize(images), target)
+        _, loss = cifar.train_step(model, criterion, parts.optimizer, normalize(images),
+                                   target)
         losses.append(loss.item())
         smallest = sorted((p.item(), name) for name, p in alphas.items())[:show]
         say(f"step {step} loss {losses[-1]:.4f} | "
