@@ -23,7 +23,7 @@ dependencies = ["torch", "torchvision"]
 _REFERENCE = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "result", "reference")
 _STAGES = (32, 4, 3, 2)  # a reference chain's stages, in the order CIFAR/run.sh trains them
 # the bit-widths whose stage of our reference chain has finished, per CIFAR network
-_TRAINED = {"res20": _STAGES, "res56": (32, 4, 3)}
+_TRAINED = {"res20": _STAGES, "res56": _STAGES}
 
 
 def _weights_path(arch, bit):
